@@ -1,0 +1,20 @@
+"""hf_gradmm: readable synthetic training text by gradient matching (GRADMM) for the HF stack."""
+
+__version__ = "0.1.0"
+
+from hf_gradmm.models import DEFAULT_MODEL, MODELS, load_model_and_tokenizer
+from hf_gradmm.tasks import DEFAULT_TASK, TASKS, TaskSpec, get_task, label_token_ids, load_task, resolve_task
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_TASK",
+    "MODELS",
+    "TASKS",
+    "TaskSpec",
+    "__version__",
+    "get_task",
+    "label_token_ids",
+    "load_model_and_tokenizer",
+    "load_task",
+    "resolve_task",
+]

@@ -1,0 +1,196 @@
+"""The ``hf-gradmm`` command line.
+
+``hf-gradmm SUBCOMMAND [--config file.yaml] [--flag value ...]``: each subcommand parses its
+argument dataclasses with ``trl.TrlParser``, so a YAML file sets any field and flags given on
+the command line override it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+
+from hf_gradmm import __version__
+
+_NOT_BUILT = {
+    "synthesize": "the GRADMM synthesizer (GradMatchSynthesizer)",
+    "evaluate": "the evaluation harness (fine-tune on synthetic data, compare baselines)",
+    "push": "pushing a synthetic dataset and its card to the Hub",
+    "bench": "the x-step benchmark",
+}
+
+
+@dataclass
+class InfoArguments:
+    json: bool = field(default=False, metadata={"help": "Print machine-readable JSON."})
+
+
+@dataclass
+class PreviewArguments:
+    num_examples: int = field(default=4, metadata={"help": "Real training examples to show per class."})
+    split: str = field(default="train", metadata={"help": "Split to show examples from."})
+
+
+def info(json_output: bool = False) -> dict:
+    """Version, registered tasks and models, and whether each is usable offline right now."""
+    from hf_gradmm.models import MODELS, _cache_is_complete, cache_root
+    from hf_gradmm.tasks import TASKS
+    from hf_gradmm.tasks import offline as offline_corpora
+
+    tasks = [
+        {
+            "name": spec.name,
+            "classes": list(spec.label_names),
+            "label_words": list(spec.label_words),
+            "template": spec.template,
+            "source": spec.default_source,
+            "sources": list(spec.sources()),
+            "hub_id": spec.hub_id,
+            "available_offline": bool(spec.offline) and offline_corpora.is_available(spec.offline),
+        }
+        for spec in TASKS.values()
+    ]
+    models = [
+        {
+            "name": spec.name,
+            "description": spec.description,
+            "source": f"PyPI package {spec.package}",
+            "licence": spec.licence,
+            "available": spec.available(),
+            "converted": _cache_is_complete(cache_root() / spec.name),
+            "install": spec.install_hint,
+        }
+        for spec in MODELS.values()
+    ]
+    report = {"version": __version__, "cache_dir": str(cache_root()), "tasks": tasks, "models": models}
+    if json_output:
+        print(json.dumps(report, indent=2))
+        return report
+    yes = {True: "yes", False: "no"}
+    print(f"hf_gradmm {__version__}   model cache: {report['cache_dir']}\n")
+    print(f"{'task':<17} {'classes':<44} {'source':<8} offline now")
+    for t in tasks:
+        classes = ", ".join(t["classes"])[:43]
+        print(f"{t['name']:<17} {classes:<44} {t['source']:<8} {yes[t['available_offline']]}")
+    print(f"\n{'model':<14} {'available':<10} {'converted':<10} source")
+    for m in models:
+        flags = f"{yes[m['available']]:<10} {yes[m['converted']]:<10}"
+        print(f"{m['name']:<14} {flags} {m['source']} ({m['licence']})")
+        if not m["available"]:
+            print(f"{'':<14} install: {m['install']}")
+    return report
+
+
+def preview(task_args, model_args, args: PreviewArguments) -> None:
+    """Load a task and a model and show real examples with their label words and the model's guess.
+
+    The guess is the label word the model scores highest after the template (zero-shot).
+    """
+    import torch
+
+    from hf_gradmm.models import load_model_and_tokenizer
+    from hf_gradmm.tasks import label_token_ids, load_task
+
+    spec = task_args.to_task()
+    start = time.perf_counter()
+    data, spec = load_task(spec)
+    print(
+        f"task {spec.name}: {spec.default_source} data, splits "
+        + ", ".join(f"{k}={len(v)}" for k, v in data.items())
+        + f" ({time.perf_counter() - start:.1f} s)"
+    )
+    start = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(model_args.model)
+    print(
+        f"model {model_args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+    token_ids = label_token_ids(spec, tokenizer)
+    words = ", ".join(
+        f"{n} -> {spec.label_continuation(i)!r} (token {t})"
+        for i, (n, t) in enumerate(zip(spec.label_names, token_ids))
+    )
+    print(f"template {spec.template!r}; label words: {words}\n")
+
+    if args.split not in data:
+        raise ValueError(f"Unknown split {args.split!r}; the task has {list(data)}.")
+    split = data[args.split].shuffle(seed=0)
+    labels = split["label"]
+    picks = [
+        i
+        for c in range(spec.num_labels)
+        for i in [j for j, lab in enumerate(labels) if lab == c][: args.num_examples]
+    ]
+    shown = split.select(picks)
+    prompts = [spec.format_prompt(ex["text"]) for ex in shown]
+    tokenizer.padding_side = "left"  # the label word is predicted at the last position
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits[:, -1, token_ids]
+    guesses = logits.argmax(-1).tolist()
+    for ex, guess in zip(shown, guesses):
+        print(
+            f"[{spec.label_names[ex['label']]} -> {spec.label_continuation(ex['label']).strip()!r}; "
+            f"model says {spec.label_continuation(guess).strip()!r}] {ex['text'][:150]}"
+        )
+    hits = sum(ex["label"] == g for ex, g in zip(shown, guesses))
+    print(f"\nzero-shot label-word accuracy on these {len(shown)} examples: {hits}/{len(shown)}")
+
+
+def _parse(dataclass_types, argv):
+    from trl import TrlParser
+
+    return TrlParser(dataclass_types).parse_args_and_config(argv)
+
+
+USAGE = """usage: hf-gradmm <command> [--config file.yaml] [options]
+
+commands:
+  info        version, tasks and models, and what is available offline now (--json)
+  preview     load a task and a model; show real examples, label words and zero-shot guesses
+  synthesize  make a synthetic dataset by gradient matching        (not built yet)
+  evaluate    fine-tune on synthetic data and compare baselines    (not built yet)
+  push        push a synthetic dataset and its card to the Hub     (not built yet)
+  bench       time the GRADMM x-step                               (not built yet)
+
+Run 'hf-gradmm <command> --help' for a command's options."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hf_gradmm.arguments import ModelArguments, TaskArguments
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return 0
+    if argv[0] in {"-V", "--version"}:
+        print(__version__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "info":
+            (args,) = _parse([InfoArguments], rest)
+            info(json_output=args.json)
+        elif command == "preview":
+            task_args, model_args, args = _parse([TaskArguments, ModelArguments, PreviewArguments], rest)
+            preview(task_args, model_args, args)
+        elif command in _NOT_BUILT:
+            print(
+                f"hf-gradmm {command}: {_NOT_BUILT[command]} is not built yet in hf_gradmm {__version__}. "
+                "Nothing was run.",
+                file=sys.stderr,
+            )
+            return 2
+        else:
+            print(f"hf-gradmm: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
+            return 2
+    except (ValueError, RuntimeError, OSError) as err:
+        print(f"hf-gradmm {command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

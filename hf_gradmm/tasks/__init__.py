@@ -1,0 +1,29 @@
+"""Tasks: what to load, how to prompt it, and one label word per class."""
+
+from hf_gradmm.tasks.loading import load_task
+from hf_gradmm.tasks.offline import CorpusNotInstalledError
+from hf_gradmm.tasks.registry import (
+    DEFAULT_TASK,
+    HUB,
+    LOCAL,
+    OFFLINE,
+    TASKS,
+    TaskSpec,
+    get_task,
+    label_token_ids,
+    resolve_task,
+)
+
+__all__ = [
+    "DEFAULT_TASK",
+    "HUB",
+    "LOCAL",
+    "OFFLINE",
+    "TASKS",
+    "CorpusNotInstalledError",
+    "TaskSpec",
+    "get_task",
+    "label_token_ids",
+    "load_task",
+    "resolve_task",
+]

