@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml requirements-offline.txt
 	touch $@
 
 quickstart: install
-	$(BIN)/hf-gradmm preview
+	$(BIN)/hf-gradmm synthesize --config examples/quickstart.yaml
 
 test: install
 	$(BIN)/python -m pytest

@@ -35,9 +35,7 @@ class TaskArguments:
         metadata={"help": "Your own data: a Hub dataset id or a local .csv/.tsv/.json/.jsonl/.parquet file."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
-    text_column: str | None = field(
-        default=None, metadata={"help": "Column holding the text (default 'text')."}
-    )
+    text_column: str | None = field(default=None, metadata={"help": "Column holding the text (default 'text')."})
     label_column: str | None = field(
         default=None, metadata={"help": "Column holding the label, int ids or class names (default 'label')."}
     )

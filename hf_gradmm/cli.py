@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from hf_gradmm import __version__
 
 _NOT_BUILT = {
-    "synthesize": "the GRADMM synthesizer (GradMatchSynthesizer)",
     "evaluate": "the evaluation harness (fine-tune on synthetic data, compare baselines)",
     "push": "pushing a synthetic dataset and its card to the Hub",
-    "bench": "the x-step benchmark",
 }
 
 
@@ -119,9 +117,7 @@ def preview(task_args, model_args, args: PreviewArguments) -> None:
     split = data[args.split].shuffle(seed=0)
     labels = split["label"]
     picks = [
-        i
-        for c in range(spec.num_labels)
-        for i in [j for j, lab in enumerate(labels) if lab == c][: args.num_examples]
+        i for c in range(spec.num_labels) for i in [j for j, lab in enumerate(labels) if lab == c][: args.num_examples]
     ]
     shown = split.select(picks)
     prompts = [spec.format_prompt(ex["text"]) for ex in shown]
@@ -139,6 +135,68 @@ def preview(task_args, model_args, args: PreviewArguments) -> None:
     print(f"\nzero-shot label-word accuracy on these {len(shown)} examples: {hits}/{len(shown)}")
 
 
+def synthesize(config, model_args) -> None:
+    """Run GRADMM and print where the dataset went, a few texts and the calibration figures."""
+    import torch
+
+    from hf_gradmm.models import load_model_and_tokenizer
+    from hf_gradmm.synthesizer import GradMatchSynthesizer
+
+    start = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(
+        model_args.model, dtype=torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+    )
+    result = GradMatchSynthesizer(model, config, processing_class=tokenizer).train()
+    seconds = time.perf_counter() - start
+    print(
+        f"\n{len(result.texts)} synthetic texts in {result.output_dir} ({seconds:.0f} s); "
+        f"load with datasets.load_from_disk({result.output_dir!r})"
+    )
+    for name in result.label_names:
+        shown = [t for t in result.texts if result.label_names[t.label] == name][:3]
+        for t in shown:
+            print(f"  [{name}] (distance {t.match_distance:.3f}, nll {t.nll:.2f}) {t.text}")
+    calibration = result.metrics.get("calibration", {})
+    if calibration:
+        print("\nmatching distance to the class target (batch of texts; lower is closer):")
+        print(
+            f"  {'class':<12} {'held-out real':>13} {'other class':>12} {'model sampled':>14} "
+            f"{'GRADMM init':>12} {'GRADMM final':>13}"
+        )
+        for name, c in calibration.items():
+            print(
+                f"  {name:<12} {c['heldout_same_class']:>13.4f} {c['other_classes']:>12.4f} "
+                f"{c['model_sampled']:>14.4f} {c['gradmm_initial']:>12.4f} {c['gradmm_final']:>13.4f}"
+            )
+
+
+def bench(model_args, task_args, args) -> dict:
+    from hf_gradmm.bench import bench_step
+    from hf_gradmm.models import load_model_and_tokenizer
+
+    if args.what != "step":
+        raise ValueError(f"Unknown benchmark {args.what!r}; available: step.")
+    model, tokenizer = load_model_and_tokenizer(model_args.model)
+    report = bench_step(model, tokenizer, task_args.to_task(), args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"x-step on {model_args.model}, B={args.batch}, T={args.seq_len}, {report['threads']} threads:")
+        print(f"  reference (autograd create_graph + double backward, eager): {report['reference_s']:.3f} s")
+        print(f"  ours (closed form, one backward, SDPA):                     {report['fast_s']:.3f} s")
+        print(f"  ratio {report['ratio']:.2f}x; max |dX_ours - dX_ref| / max |dX_ref| = {report['max_rel_diff']:.2e}")
+        print(
+            f"  ours: {report['step_gflop']:.1f} GFLOP per step, {report['achieved_gflops']:.0f} GFLOP/s "
+            f"(fp32 matmul peak here: {report['matmul_peak_gflops']:.0f} GFLOP/s)"
+        )
+        if "fast_bf16_s" in report:
+            print(
+                f"  ours in bf16: {report['fast_bf16_s']:.3f} s (ratio {report['ratio_bf16']:.2f}x, max rel diff "
+                f"{report['max_rel_diff_bf16']:.2e}; bf16 matmul peak {report['matmul_peak_gflops_bf16']:.0f})"
+            )
+    return report
+
+
 def _parse(dataclass_types, argv):
     from trl import TrlParser
 
@@ -150,16 +208,17 @@ USAGE = """usage: hf-gradmm <command> [--config file.yaml] [options]
 commands:
   info        version, tasks and models, and what is available offline now (--json)
   preview     load a task and a model; show real examples, label words and zero-shot guesses
-  synthesize  make a synthetic dataset by gradient matching        (not built yet)
+  synthesize  make a synthetic dataset by gradient matching (GRADMM)
+  bench step  time one x-step: the reference formulation against ours
   evaluate    fine-tune on synthetic data and compare baselines    (not built yet)
   push        push a synthetic dataset and its card to the Hub     (not built yet)
-  bench       time the GRADMM x-step                               (not built yet)
 
 Run 'hf-gradmm <command> --help' for a command's options."""
 
 
 def main(argv: list[str] | None = None) -> int:
     from hf_gradmm.arguments import ModelArguments, TaskArguments
+    from hf_gradmm.config import GradMatchConfig
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
@@ -176,6 +235,16 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "preview":
             task_args, model_args, args = _parse([TaskArguments, ModelArguments, PreviewArguments], rest)
             preview(task_args, model_args, args)
+        elif command == "synthesize":
+            config, model_args = _parse([GradMatchConfig, ModelArguments], rest)
+            synthesize(config, model_args)
+        elif command == "bench":
+            from hf_gradmm.bench import BenchArguments
+
+            if rest and not rest[0].startswith("-"):
+                rest = ["--what", rest[0], *rest[1:]]
+            model_args, task_args, args = _parse([ModelArguments, TaskArguments, BenchArguments], rest)
+            bench(model_args, task_args, args)
         elif command in _NOT_BUILT:
             print(
                 f"hf-gradmm {command}: {_NOT_BUILT[command]} is not built yet in hf_gradmm {__version__}. "

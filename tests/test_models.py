@@ -124,6 +124,4 @@ def test_gemma_converts_and_is_a_real_language_model():
     text = "The film is a charming and often funny story about a family that learns to live together again."
     words = text.split()
     random.Random(0).shuffle(words)
-    assert math.exp(_nll_per_token(model, tok, " ".join(words))) > 5 * math.exp(
-        _nll_per_token(model, tok, text)
-    )
+    assert math.exp(_nll_per_token(model, tok, " ".join(words))) > 5 * math.exp(_nll_per_token(model, tok, text))

@@ -123,9 +123,7 @@ def test_custom_file_missing_column_names_the_columns(tmp_path, review_sample):
     with pytest.raises(ValueError) as err:
         load_task(resolve_task(dataset=str(path), text_column="sentence", label_words="bad,great"))
     assert (
-        "'sentence'" in str(err.value)
-        and "available columns" in str(err.value)
-        and "--text-column" in str(err.value)
+        "'sentence'" in str(err.value) and "available columns" in str(err.value) and "--text-column" in str(err.value)
     )
 
 

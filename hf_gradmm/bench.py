@@ -1,0 +1,136 @@
+"""``hf-gradmm bench step``: one x-step, the reference formulation against ours, in one run.
+
+(a) reference: autograd gradient of the lm_head weight with ``create_graph``, cosine to the
+target, double backward, eager attention (the authors' formulation);
+(b) ours: the closed form of ``gradients.py``, one first-order backward, SDPA attention.
+Both differentiate the same f(X) at the same X; the report gives seconds per step, their
+ratio, how far apart the two X-gradients are, and our achieved FLOP/s (counted by
+``torch.utils.flop_counter``) against a torch matmul timed in the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass
+class BenchArguments:
+    what: str = field(default="step", metadata={"help": "What to time: 'step' (one inner x-step)."})
+    batch: int = field(default=10, metadata={"help": "B: synthetic sequences per step."})
+    seq_len: int = field(default=24, metadata={"help": "T: free tokens per sequence."})
+    repeats: int = field(default=5, metadata={"help": "Timed repetitions (after one warm-up); the median counts."})
+    bf16: bool = field(default=False, metadata={"help": "Also time our step and the matmul in bfloat16."})
+    json: bool = field(default=False, metadata={"help": "Print JSON."})
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / _median_seconds(lambda: a @ b, repeats) / 1e9
+
+
+def bench_step(model, tokenizer, task, args: BenchArguments) -> dict:
+    """Time one x-step both ways on the same X and target; see the module docstring."""
+    from hf_gradmm.gradients import ClassTarget, class_target, select_matched
+    from hf_gradmm.objective import MatchingObjective, template_parts
+    from hf_gradmm.tasks import label_token_ids, load_task
+
+    data, task = load_task(task)
+    label = 1 if task.num_labels > 1 else 0
+    token = label_token_ids(task, tokenizer)[label]
+    texts = [t for t, y in zip(data["train"]["text"][:400], data["train"]["label"][:400]) if y == label][:16]
+    matched = select_matched(model, "lm_head")
+    target: ClassTarget = class_target(model, tokenizer, matched, [task.format_prompt(t) for t in texts], token)
+    lead, tail = template_parts(task.template, tokenizer)
+    objective = MatchingObjective(model, matched, target, token, lead, tail, "cos")
+    torch.manual_seed(0)
+    emb = model.get_input_embeddings().weight.detach()
+    x0 = torch.randn(args.batch, args.seq_len, emb.shape[1])
+    x0 = x0 / x0.norm(dim=-1, keepdim=True) * emb.norm(dim=-1).mean()
+    labels = torch.full((args.batch,), token)
+    g_target = target.tensors[0]
+
+    def reference():
+        x = x0.clone().requires_grad_(True)
+        logits = model(inputs_embeds=objective.inputs(x), use_cache=False).logits[:, -1, :]
+        loss = F.cross_entropy(logits.float(), labels)
+        (grad,) = torch.autograd.grad(loss, model.lm_head.weight, create_graph=True)
+        f = 1 - F.cosine_similarity(grad.reshape(-1), g_target.reshape(-1), dim=0)
+        f.backward()
+        return x.grad, float(f.detach())
+
+    def ours(x_init=x0):
+        x = x_init.clone().requires_grad_(True)
+        f, _ = objective.distance(x)
+        f.backward()
+        return x.grad, float(f.detach())
+
+    previous = model.config._attn_implementation
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.requires_grad_(False)
+    model.lm_head.weight.requires_grad_(True)  # the reference differentiates w.r.t. it
+    try:
+        model.set_attn_implementation("eager")
+        ref_grad, ref_f = reference()
+        reference_s = _median_seconds(reference, args.repeats)
+        model.set_attn_implementation("sdpa")
+        model.lm_head.weight.requires_grad_(False)
+        fast_grad, fast_f = ours()
+        fast_s = _median_seconds(ours, args.repeats)
+        with FlopCounterMode(display=False) as counter:
+            ours()
+        flops = counter.get_total_flops()
+    finally:
+        model.set_attn_implementation(previous)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    report = {
+        "model": getattr(model.config, "_name_or_path", ""),
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "threads": torch.get_num_threads(),
+        "reference_s": reference_s,
+        "fast_s": fast_s,
+        "ratio": reference_s / fast_s,
+        "max_rel_diff": float((fast_grad - ref_grad).abs().max() / ref_grad.abs().max()),
+        "distance_reference": ref_f,
+        "distance_fast": fast_f,
+        "step_gflop": flops / 1e9,
+        "achieved_gflops": flops / fast_s / 1e9,
+        "matmul_peak_gflops": matmul_peak_gflops(torch.float32),
+    }
+    if args.bf16:
+        model.to(torch.bfloat16)
+        try:
+            objective_bf16 = MatchingObjective(model, matched, target, token, lead, tail, "cos")
+            x_bf16 = x0.to(torch.bfloat16)
+
+            def ours_bf16():
+                x = x_bf16.clone().requires_grad_(True)
+                f, _ = objective_bf16.distance(x)
+                f.backward()
+                return x.grad
+
+            bf16_grad = ours_bf16()
+            report["fast_bf16_s"] = _median_seconds(ours_bf16, args.repeats)
+            report["ratio_bf16"] = reference_s / report["fast_bf16_s"]
+            report["max_rel_diff_bf16"] = float((bf16_grad.float() - ref_grad).abs().max() / ref_grad.abs().max())
+            report["achieved_gflops_bf16"] = flops / report["fast_bf16_s"] / 1e9
+            report["matmul_peak_gflops_bf16"] = matmul_peak_gflops(torch.bfloat16)
+        finally:
+            model.to(torch.float32)
+    return report

@@ -1,0 +1,225 @@
+"""``GradMatchConfig``: every option of a GRADMM synthesis, documented, in the TrainingArguments style.
+
+Parsed by ``trl.TrlParser`` for the CLI: each field is a flag (``--outer-steps``) and a YAML
+key (``outer_steps:``); flags override the YAML file. The ADMM defaults follow the authors'
+reference scripts (30 outer x 50 inner steps, lr 0.008, top-k 200, B = 10, grad clip 1, 50
+real examples per target). Three defaults differ, for reasons measured on SmolLM2 and given in
+docs/synthesizer.md: init 'lm' (reference: 'random'), vocabulary with punctuation (reference:
+words only) and 40 token-swap refinement steps after ADMM (reference: none). The reference
+behaviour is ``--init random --vocab-filter words --refine-steps 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from hf_gradmm.arguments import TaskArguments
+
+# Fields that change where and how a run reports, not what it computes: a resumed run may change them.
+RUNTIME_FIELDS = ("output_dir", "resume", "report_to", "logging_steps", "disable_tqdm")
+
+
+@dataclass
+class GradMatchConfig(TaskArguments):
+    """Configuration of :class:`~hf_gradmm.GradMatchSynthesizer` (task fields come from TaskArguments)."""
+
+    # ---- what to produce -----------------------------------------------------------------------
+    per_class: int = field(
+        default=10,
+        metadata={"help": "Synthetic texts per class. Made in rounds of texts_per_round; the last round may be cut."},
+    )
+    texts_per_round: int = field(
+        default=10,
+        metadata={
+            "help": "B: synthetic sequences optimised jointly in one round to match the class target "
+            "(reference: 10). Their mean gradient is what is matched."
+        },
+    )
+    seq_len: int = field(
+        default=0,
+        metadata={
+            "help": "Free tokens per synthetic text (template and lead tokens excluded). 0 = auto: the mean "
+            "token length of the class's target examples, as the reference code does."
+        },
+    )
+    # ---- ADMM ----------------------------------------------------------------------------------
+    outer_steps: int = field(default=30, metadata={"help": "ADMM outer iterations per round (reference: 30)."})
+    inner_steps: int = field(
+        default=50, metadata={"help": "Adam steps on X per outer iteration (x-step; reference: 50)."}
+    )
+    lr: float = field(default=0.008, metadata={"help": "Adam learning rate of the x-step (reference: 0.008)."})
+    rho: float = field(
+        default=1.0,
+        metadata={
+            "help": "ADMM penalty rho of the augmented Lagrangian rho/2 ||X - E[Z] + L/rho||^2 (sum over "
+            "elements). The reference sweeps 0.01, 0.1, 0.5, 1, 5; 1 is this project's default."
+        },
+    )
+    grad_clip: float = field(
+        default=1.0, metadata={"help": "Clip the norm of X's gradient to this value per step; 0 = off."}
+    )
+    lm_coeff: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the LM negative log-likelihood of Z given X in the x-step (reference: 0, off)."},
+    )
+    # ---- projection (z-step) -------------------------------------------------------------------
+    topk: int = field(
+        default=200,
+        metadata={"help": "Cosine-nearest allowed tokens per position the projection picks among."},
+    )
+    vocab_filter: str = field(
+        default="words+punct",
+        metadata={
+            "help": "Allowed vocabulary: 'words' (word-like tokens: letters with an inner apostrophe or hyphen, "
+            "<= 17 chars; the reference default), 'words+punct' (adds . , ! ? ; : ' \" ( ) -; our default: without "
+            "punctuation the model writes run-on text that it itself finds unlikely), or 'all'."
+        },
+    )
+    projection: str = field(
+        default="reference",
+        metadata={
+            "help": "'reference': among the top-k, the token the LM scores highest (the authors' projection). "
+            "'guided': LM log-probability mixed with the candidate's first-order effect on the matching "
+            "distance (HotFlip/GCG style). Both are measured in docs/synthesizer.md."
+        },
+    )
+    projection_guidance: float = field(
+        default=0.5,
+        metadata={"help": "Guided projection: weight in [0, 1] of the matching term against the LM term."},
+    )
+    projection_prefix: str | None = field(
+        default=None,
+        metadata={
+            "help": "LM prefix of the projection and of LM-written inits, with {description}, {domain} and "
+            "{label_word} slots filled per class. Default: 'Here is a {description} {domain}:'. It names the "
+            "class and keeps the texts on topic; it is not part of the output unless keep_prefix."
+        },
+    )
+    keep_prefix: bool = field(default=False, metadata={"help": "Prepend the projection prefix to the output texts."})
+    refine_steps: int = field(
+        default=40,
+        metadata={
+            "help": "After ADMM, token-swap steps on the best projected batch (GCG style: first-order proposals, "
+            "exact acceptance, mean NLL kept within max_nll_increase of the start). 0 = the paper's method alone. "
+            "On SmolLM2 this is what brings the texts below the model's own samples (docs/synthesizer.md)."
+        },
+    )
+    max_nll_increase: float = field(
+        default=1.0,
+        metadata={
+            "help": "Refinement: largest rise of the batch's mean NLL (nats/token, given the prefix) it accepts."
+        },
+    )
+    # ---- init ----------------------------------------------------------------------------------
+    init: str = field(
+        default="lm",
+        metadata={
+            "help": "'lm': texts the model writes from the projection prefix; they are the first projected batch "
+            "(our default: readable from the start). 'random': random-normal candidate batches scaled to the model's "
+            "mean embedding norm, the best by matching distance (the reference default). 'real': the B real target "
+            "examples whose own gradients are closest to the target (not private)."
+        },
+    )
+    init_temperature: float = field(
+        default=0.8, metadata={"help": "Sampling temperature of the 'lm' init (and of nothing else)."}
+    )
+    init_candidates: int = field(
+        default=100,
+        metadata={
+            "help": "Random-init candidate batches to score (reference: 500; 100 costs a fifth and the best "
+            "candidate's distance barely moves beyond it)."
+        },
+    )
+    # ---- objective -----------------------------------------------------------------------------
+    distance: str = field(
+        default="cos", metadata={"help": "Matching distance: 'cos' (1 - cosine), 'l2' (squared), 'l1+l2'."}
+    )
+    target_centering: str = field(
+        default="off",
+        metadata={
+            "help": "'off': match G_c. 'common': subtract the classes' mean target C from the target and from the "
+            "synthetic gradient (match G - C to G_c - C), so the class-specific part is what counts."
+        },
+    )
+    matched_params: str = field(
+        default="lm_head",
+        metadata={
+            "help": "Parameters whose gradient is matched: 'lm_head' (closed form, fast), 'peft' (the LoRA layers "
+            "of a PEFT model), or a regular expression over linear-module names, e.g. 'model\\.layers\\.29\\.' "
+            "(per-example hooks and double backward; eager attention)."
+        },
+    )
+    # ---- real data -----------------------------------------------------------------------------
+    real_split: str = field(
+        default="train", metadata={"help": "Split the real pool is drawn from: 'train' or 'validation'."}
+    )
+    target_examples: int = field(
+        default=50,
+        metadata={"help": "Real examples per class whose mean gradient is the target (reference: 50)."},
+    )
+    heldout_examples: int = field(
+        default=10,
+        metadata={"help": "Further real examples per class, never in a target, for the calibration report."},
+    )
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "Report per class the distance to the class target of held-out real texts, other classes' "
+            "texts, the model's own sampled texts, and the GRADMM texts (initial and final)."
+        },
+    )
+    # ---- run -----------------------------------------------------------------------------------
+    seed: int = field(default=42, metadata={"help": "Seed of every random choice: same seed, same texts."})
+    dtype: str = field(default="float32", metadata={"help": "Compute dtype of the model: 'float32' or 'bfloat16'."})
+    target_batch_size: int = field(
+        default=16, metadata={"help": "Real examples per forward pass when computing targets."}
+    )
+    output_dir: str = field(
+        default="gradmm_output",
+        metadata={
+            "help": "Where rounds, the final dataset (save_to_disk), config.yaml and metrics.json go.",
+            "aliases": ["--output"],
+        },
+    )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue after the last finished round in output_dir; refused if the config changed."},
+    )
+    logging_steps: int = field(default=1, metadata={"help": "Log every N outer iterations."})
+    report_to: str = field(
+        default="jsonl",
+        metadata={"help": "'jsonl': append every log to output_dir/log_history.jsonl; 'none': callbacks only."},
+    )
+    disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
+
+    def __post_init__(self) -> None:
+        choices = {
+            "projection": ("reference", "guided"),
+            "init": ("random", "real", "lm"),
+            "distance": ("cos", "l2", "l1+l2"),
+            "target_centering": ("off", "common"),
+            "dtype": ("float32", "bfloat16"),
+            "real_split": ("train", "validation"),
+            "report_to": ("jsonl", "none"),
+            "vocab_filter": ("words", "words+punct", "all"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}.")
+        positive = ("per_class", "texts_per_round", "outer_steps", "inner_steps", "topk", "target_examples")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)}).")
+        if self.init_temperature <= 0:
+            raise ValueError(f"init_temperature must be > 0 (got {self.init_temperature}).")
+        if self.seq_len < 0 or self.refine_steps < 0 or self.init_candidates < 1 or self.heldout_examples < 0:
+            raise ValueError("seq_len and refine_steps must be >= 0, init_candidates >= 1, heldout_examples >= 0.")
+        if not 0.0 <= self.projection_guidance <= 1.0:
+            raise ValueError(f"projection_guidance must be in [0, 1] (got {self.projection_guidance}).")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> dict:
+        """The fields that decide which texts a run makes (compared on resume)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}

@@ -1,0 +1,155 @@
+"""The matching objective of one class: f(X) = distance(grad of B synthetic texts, class target).
+
+A synthetic sequence is ``lead + X + tail``: ``lead`` is the tokenizer's start token(s) and
+the template's text before ``{text}``, ``tail`` the template's text after it (``" It was"``);
+both are fixed embeddings, only the free positions X move. Every sequence carries the class's
+label token at its last position. Token ids are scored through their embeddings, so a
+projected text and the continuous iterate are measured the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hf_gradmm.gradients import (
+    ClassTarget,
+    MatchedModules,
+    flat_distance,
+    last_hidden,
+    lm_head_distance,
+    output_factors,
+)
+
+
+def template_parts(template: str, tokenizer) -> tuple[Tensor, Tensor]:
+    """Token ids before and after the free text: start token(s) + template head, and template tail."""
+    head, tail = template.split("{text}", 1)
+    lead = tokenizer(head, add_special_tokens=True)["input_ids"]
+    tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+    return torch.tensor(lead, dtype=torch.long), torch.tensor(tail_ids, dtype=torch.long)
+
+
+class MatchingObjective:
+    """f for one class, on embeddings (differentiable) or token ids."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        matched: MatchedModules,
+        target: ClassTarget,
+        label_token: int,
+        lead_ids: Tensor,
+        tail_ids: Tensor,
+        kind: str = "cos",
+        common: ClassTarget | None = None,
+    ):
+        self.model = model
+        self.matched = matched
+        self.kind = kind
+        self.label_token = label_token
+        self.embedding = model.get_input_embeddings()
+        with torch.no_grad():
+            self.lead = self.embedding(lead_ids)[None]
+            self.tail = self.embedding(tail_ids)[None]
+        dtype = next(model.parameters()).dtype
+        offsets = [c.to(dtype) for c in common.tensors] if common is not None else None
+        # Centering: match (g - C) to (G - C); C = None leaves the plain objective.
+        self.offsets = offsets
+        self.targets = [t.to(dtype) - (o if offsets else 0) for t, o in zip(target.tensors, offsets or target.tensors)]
+        self.target_norm = torch.sqrt(sum(t.float().pow(2).sum() for t in self.targets)).to(dtype)
+
+    # -- sequences -------------------------------------------------------------------------------
+    def inputs(self, x: Tensor) -> Tensor:
+        batch = x.shape[0]
+        return torch.cat([self.lead.expand(batch, -1, -1), x, self.tail.expand(batch, -1, -1)], dim=1)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.embedding(ids)
+
+    def _labels(self, batch: int) -> Tensor:
+        return torch.full((batch,), self.label_token, dtype=torch.long)
+
+    # -- lm_head closed form -------------------------------------------------------------------
+    def factors(self, x: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
+        """``(a, h)`` of the batch; differentiable w.r.t. ``x`` when ``create_graph``."""
+        h = last_hidden(self.model, inputs_embeds=self.inputs(x))
+        a, _ = output_factors(self.model, h, self._labels(x.shape[0]))
+        return a, h
+
+    def distance_from_factors(self, a: Tensor, h: Tensor) -> Tensor:
+        offset = self.offsets[0] if self.offsets else None
+        return lm_head_distance(a, h, self.targets[0], self.kind, self.target_norm, offset)
+
+    # -- general ----------------------------------------------------------------------------------
+    def distance(self, x: Tensor, need_grad: bool = True, z_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(f, nll)`` of the batch ``x`` (B, T, d). ``nll``: mean NLL of ``z_ids`` given ``x``
+        (the optional LM term of the x-step), zero when ``z_ids`` is None."""
+        labels = self._labels(x.shape[0])
+        full_logits = z_ids is not None or not self.matched.is_lm_head
+        out = last_hidden(self.model, inputs_embeds=self.inputs(x), return_logits=full_logits)
+        h, logits = out if full_logits else (out, None)
+        nll = torch.zeros(())
+        if z_ids is not None:
+            start = self.lead.shape[1]
+            pred = logits[:, start : start + z_ids.shape[1] - 1, :].float()
+            nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), z_ids[:, 1:].reshape(-1))
+        if self.matched.is_lm_head:
+            a, _ = output_factors(self.model, h, labels)
+            return self.distance_from_factors(a, h), nll
+        loss = F.cross_entropy(logits[:, -1, :].float(), labels)
+        grads = torch.autograd.grad(loss, self.matched.parameters(), create_graph=need_grad)
+        if self.offsets:
+            grads = [g - o for g, o in zip(grads, self.offsets)]
+        return flat_distance(grads, self.targets, self.kind), nll
+
+    def value(self, ids: Tensor) -> float:
+        """Distance of a batch of token ids (B, T)."""
+        return self.value_embeds(self.embed(ids))
+
+    def value_embeds(self, x: Tensor) -> float:
+        """Distance of a batch of embeddings, without a graph w.r.t. ``x``."""
+        if self.matched.is_lm_head:
+            with torch.no_grad():
+                return float(self.distance(x, need_grad=False)[0])
+        with torch.enable_grad():  # the general path differentiates w.r.t. the matched parameters
+            return float(self.distance(x.detach(), need_grad=False)[0].detach())
+
+    def value_and_grad(self, ids: Tensor) -> tuple[float, Tensor]:
+        """Distance of ``ids`` and its gradient w.r.t. their embeddings (for guided moves)."""
+        return self.value_and_grad_embeds(self.embed(ids))
+
+    def value_and_grad_embeds(self, x: Tensor) -> tuple[float, Tensor]:
+        x = x.detach().clone().requires_grad_(True)
+        f, _ = self.distance(x, need_grad=True)
+        (grad,) = torch.autograd.grad(f, x)
+        return float(f.detach()), grad
+
+    def per_text(self, ids: Tensor) -> list[float]:
+        """Each text's own distance to the target (a batch of one)."""
+        if self.matched.is_lm_head:
+            with torch.no_grad():
+                a, h = self.factors(self.embed(ids), create_graph=False)
+                return [float(self.distance_from_factors(a[i : i + 1], h[i : i + 1])) for i in range(len(ids))]
+        return [self.value(ids[i : i + 1]) for i in range(len(ids))]
+
+    def swap_values(self, ids: Tensor, rows: Tensor, new_rows: Tensor) -> Tensor:
+        """Distances of the batches with row ``rows[k]`` replaced by ``new_rows[k]``."""
+        if not self.matched.is_lm_head:
+            out = []
+            for r, new in zip(rows.tolist(), new_rows):
+                trial = ids.clone()
+                trial[r] = new
+                out.append(self.value(trial))
+            return torch.tensor(out)
+        with torch.no_grad():
+            a, h = self.factors(self.embed(ids), create_graph=False)
+            a_new, h_new = self.factors(self.embed(new_rows), create_graph=False)
+            values = []
+            for k, r in enumerate(rows.tolist()):
+                a_k, h_k = a.clone(), h.clone()
+                a_k[r], h_k[r] = a_new[k], h_new[k]
+                values.append(self.distance_from_factors(a_k, h_k))
+            return torch.stack(values).float()

@@ -1,0 +1,647 @@
+"""``GradMatchSynthesizer``: the GRADMM engine, in the ``transformers.Trainer`` style.
+
+For each class c, the target G_c is the mean gradient of the loss on real examples. Each
+round optimises B synthetic sequences jointly by ADMM over their input embeddings X:
+
+    minimise  f(X) = distance(grad of the B texts, G_c)   subject to  X = E[Z], Z real tokens
+
+    1. z-step  Z = Proj(X + L/rho)                    (projection.py: top-k, LM-reranked)
+    2. x-step  inner Adam steps on f(X) + rho/2 ||X - E[Z] + L/rho||^2 (+ lm_coeff * NLL(Z | X))
+    3. dual    L = L + rho (X - E[Z])
+
+and keeps the projected batch with the lowest matching distance. Every finished round is
+written to ``output_dir/rounds`` at once; ``resume=True`` continues after the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from datasets import ClassLabel, Dataset, Features, Value
+from transformers import TrainerControl, TrainerState
+
+from hf_gradmm.callbacks import JsonlLoggerCallback, SynthesisProgressCallback
+from hf_gradmm.config import GradMatchConfig
+from hf_gradmm.gradients import ClassTarget, class_target, encode_prompts, lm_head_example_factors, select_matched
+from hf_gradmm.objective import MatchingObjective, template_parts
+from hf_gradmm.projection import (
+    allowed_vocabulary,
+    project,
+    sample_texts,
+    swap_refine,
+    token_logprobs,
+)
+from hf_gradmm.tasks import TaskSpec, label_token_ids, load_task
+
+DEFAULT_PREFIX = "Here is a {description} {domain}:"
+
+
+@dataclass
+class SyntheticText:
+    """One synthetic example and how it was made."""
+
+    text: str
+    label: int
+    round: int
+    match_distance: float  # this text's own gradient vs its class target
+    nll: float  # mean token NLL under the model (from the start token, no prefix)
+
+
+@dataclass
+class RoundRecord:
+    """What a finished round wrote to disk."""
+
+    round: int
+    label: int
+    token_ids: list[list[int]]
+    texts: list[str]
+    initial_distance: float  # batch distance of the projected init
+    admm_distance: float  # batch distance of the best projected ADMM iterate (before any refinement)
+    final_distance: float  # batch distance of the kept batch (after refine_steps token swaps, if any)
+    per_text_distance: list[float]
+    nll: list[float]
+    best_iteration: int
+    seconds: float
+    stopped_early: str | None = None
+
+
+@dataclass
+class SynthesisResult:
+    """Output of :meth:`GradMatchSynthesizer.train`."""
+
+    texts: list[SyntheticText]
+    rounds: list[RoundRecord]
+    label_names: list[str]
+    metrics: dict = field(default_factory=dict)
+    output_dir: str | None = None
+
+    def to_dataset(self) -> Dataset:
+        features = Features(
+            {
+                "text": Value("string"),
+                "label": ClassLabel(names=self.label_names),
+                "round": Value("int32"),
+                "match_distance": Value("float32"),
+                "nll": Value("float32"),
+            }
+        )
+        rows = {k: [getattr(t, k) for t in self.texts] for k in features}
+        return Dataset.from_dict(rows, features=features)
+
+
+class SynthesisError(RuntimeError):
+    """A synthesis that cannot go on; finished rounds stay on disk."""
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class GradMatchSynthesizer:
+    """Makes readable synthetic texts whose fine-tuning gradient matches real data's (GRADMM).
+
+    Args:
+        model: A causal LM (``AutoModelForCausalLM``), or a PEFT model when
+            ``args.matched_params == 'peft'``.
+        args: The :class:`GradMatchConfig`.
+        train_dataset: Real labelled data (``text``, ``label``) the targets come from; default:
+            the task's own ``train`` split.
+        eval_dataset: Real data for ``real_split='validation'``; default the task's validation split.
+        processing_class: The model's tokenizer.
+        callbacks: ``transformers.TrainerCallback`` instances (or classes).
+        task: A :class:`TaskSpec`; default ``args.to_task()``.
+    """
+
+    def __init__(
+        self,
+        model,
+        args: GradMatchConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | None = None,
+        processing_class=None,
+        callbacks=None,
+        task: TaskSpec | None = None,
+    ):
+        if processing_class is None:
+            raise ValueError("GradMatchSynthesizer needs processing_class=<the model's tokenizer>.")
+        self.args = args or GradMatchConfig()
+        self.model = model
+        self.tokenizer = processing_class
+        self.task = task or self.args.to_task()
+        if train_dataset is None or (eval_dataset is None and self.args.real_split == "validation"):
+            data, self.task = load_task(self.task)
+            train_dataset = train_dataset if train_dataset is not None else data["train"]
+            eval_dataset = eval_dataset if eval_dataset is not None else data["validation"]
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.output_dir = Path(self.args.output_dir)
+        self.callbacks = [] if self.args.disable_tqdm else [SynthesisProgressCallback()]
+        if self.args.report_to == "jsonl":
+            self.callbacks.append(JsonlLoggerCallback(self.output_dir))
+        for callback in callbacks or []:
+            self.add_callback(callback)
+        self.state = TrainerState()
+        self.control = TrainerControl()
+
+    # ------------------------------------------------------------------ callbacks (Trainer API)
+    def add_callback(self, callback) -> None:
+        """Add a ``TrainerCallback`` instance or class."""
+        self.callbacks.append(callback() if isinstance(callback, type) else callback)
+
+    def pop_callback(self, callback):
+        """Remove and return a callback, given as an instance or a class."""
+        for cb in self.callbacks:
+            if cb is callback or (isinstance(callback, type) and isinstance(cb, callback)):
+                self.callbacks.remove(cb)
+                return cb
+        return None
+
+    def remove_callback(self, callback) -> None:
+        self.pop_callback(callback)
+
+    def _event(self, name: str, **kwargs) -> None:
+        """Call ``name`` on every callback, as ``transformers.Trainer`` does."""
+        for callback in self.callbacks:
+            result = getattr(callback, name)(
+                self.args, self.state, self.control, model=self.model, processing_class=self.tokenizer, **kwargs
+            )
+            if result is not None:
+                self.control = result
+
+    def log(self, logs: dict) -> None:
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self._event("on_log", logs=logs)
+
+    # ------------------------------------------------------------------ set-up
+    def _real_pool(self) -> dict[int, dict[str, list[str]]]:
+        """Per class: ``target`` and ``heldout`` texts, a seeded draw from the chosen split."""
+        args = self.args
+        source = self.train_dataset if args.real_split == "train" else self.eval_dataset
+        if source is None or len(source) == 0:
+            raise ValueError(f"The real {args.real_split} split is empty; give a dataset with examples.")
+        need = args.target_examples + args.heldout_examples
+        rng = random.Random(args.seed)
+        pool = {}
+        labels = source["label"]
+        texts = source["text"]
+        for c, name in enumerate(self.task.label_names):
+            idx = [i for i, lab in enumerate(labels) if lab == c]
+            if not idx:
+                raise ValueError(f"Class {name!r} has no example in the real {args.real_split} split.")
+            if len(idx) < need:
+                raise ValueError(
+                    f"Class {name!r} has {len(idx)} examples in the real {args.real_split} split, fewer than "
+                    f"target_examples + heldout_examples = {args.target_examples} + {args.heldout_examples}. "
+                    "Lower --target-examples / --heldout-examples or use a larger split."
+                )
+            rng.shuffle(idx)
+            pool[c] = {
+                "target": [texts[i] for i in idx[: args.target_examples]],
+                "heldout": [texts[i] for i in idx[args.target_examples : need]],
+            }
+        return pool
+
+    def _start_ids(self) -> torch.Tensor:
+        """Context for a text's NLL: the tokenizer's own start token(s), else its EOS."""
+        ids = self.tokenizer("", add_special_tokens=True)["input_ids"] or [self.tokenizer.eos_token_id]
+        return torch.tensor([ids], dtype=torch.long)
+
+    def _prefix_ids(self, label: int) -> torch.Tensor:
+        template = self.args.projection_prefix if self.args.projection_prefix is not None else DEFAULT_PREFIX
+        text = template.format(
+            description=self.task.class_descriptions[label] if self.task.class_descriptions else "",
+            domain=self.task.domain,
+            label_word=self.task.label_words[label],
+        )
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"] or [self.tokenizer.eos_token_id]
+        return torch.tensor([ids], dtype=torch.long)
+
+    def _prepare(self) -> None:
+        args = self.args
+        torch.manual_seed(args.seed)
+        if args.dtype == "bfloat16":
+            self.model.to(torch.bfloat16)
+        self.model.eval()
+        self._grad_flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        self.model.requires_grad_(False)
+        self.label_tokens = label_token_ids(self.task, self.tokenizer)
+        self.matched = select_matched(self.model, args.matched_params)
+        for p in self.matched.parameters():  # the general path differentiates w.r.t. these
+            p.requires_grad_(not self.matched.is_lm_head)
+        self._attn_to_restore = None
+        attn = getattr(self.model.config, "_attn_implementation", None)
+        if not self.matched.is_lm_head and attn not in (None, "eager"):
+            # Double backward through SDPA is not implemented on CPU; the lm_head closed form needs none.
+            self._attn_to_restore = attn
+            self.model.set_attn_implementation("eager")
+        self.pool = self._real_pool()
+        self.lead_ids, self.tail_ids = template_parts(self.task.template, self.tokenizer)
+        self.start_ids = self._start_ids()
+        self.allowed = allowed_vocabulary(
+            self.tokenizer, self.model.get_input_embeddings().weight.shape[0], args.vocab_filter
+        )
+        emb = self.model.get_input_embeddings().weight.detach()
+        self.embed_norm = float(emb[self.allowed].float().norm(dim=-1).mean())
+        t0 = time.perf_counter()
+        self.targets: dict[int, ClassTarget] = {}
+        for c in range(self.task.num_labels):
+            prompts = [self.task.format_prompt(t) for t in self.pool[c]["target"]]
+            self.targets[c] = class_target(
+                self.model, self.tokenizer, self.matched, prompts, self.label_tokens[c], args.target_batch_size
+            )
+        self.target_seconds = time.perf_counter() - t0
+        common = None
+        if args.target_centering == "common":
+            n = len(self.targets)
+            common = ClassTarget(
+                [sum(t.tensors[i] for t in self.targets.values()) / n for i in range(len(self.matched.parameters()))],
+                0,
+            )
+        self.objectives = {
+            c: MatchingObjective(
+                self.model,
+                self.matched,
+                self.targets[c],
+                self.label_tokens[c],
+                self.lead_ids,
+                self.tail_ids,
+                args.distance,
+                common,
+            )
+            for c in self.targets
+        }
+        self.seq_lens = {}
+        for c in self.targets:
+            if args.seq_len:
+                self.seq_lens[c] = args.seq_len
+            else:
+                lengths = [
+                    len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in self.pool[c]["target"]
+                ]
+                self.seq_lens[c] = max(2, round(sum(lengths) / len(lengths)))
+
+    def _fingerprint(self) -> dict:
+        model_config = getattr(self.model, "config", None)
+        return {
+            "config": self.args.fingerprint(),
+            "task": {k: v for k, v in asdict(self.task).items() if k != "data_files"},
+            "model": {
+                "name_or_path": getattr(model_config, "_name_or_path", ""),
+                "model_type": getattr(model_config, "model_type", ""),
+                "parameters": sum(p.numel() for p in self.model.parameters()),
+            },
+            "data": {"real_rows": len(self.train_dataset if self.args.real_split == "train" else self.eval_dataset)},
+        }
+
+    # ------------------------------------------------------------------ output dir and resume
+    def _load_finished_rounds(self) -> list[RoundRecord]:
+        rounds_dir = self.output_dir / "rounds"
+        state_path = self.output_dir / "run_state.json"
+        finished = sorted(rounds_dir.glob("round_*.json")) if rounds_dir.exists() else []
+        fingerprint = json.loads(json.dumps(self._fingerprint()))
+        if not self.args.resume:
+            if finished:
+                raise SynthesisError(
+                    f"{self.output_dir} already holds {len(finished)} finished round(s). Pass --resume to continue "
+                    "that run, or choose another --output-dir; nothing was overwritten."
+                )
+            rounds_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(state_path, json.dumps(fingerprint, indent=2))
+            return []
+        if not state_path.exists():
+            rounds_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(state_path, json.dumps(fingerprint, indent=2))
+            return []
+        saved = json.loads(state_path.read_text())
+        if saved != fingerprint:
+            changed = [
+                f"{section}.{key}"
+                for section, values in fingerprint.items()
+                for key in sorted(set(values) | set(saved.get(section, {})))
+                if saved.get(section, {}).get(key) != values.get(key)
+            ]
+            raise SynthesisError(
+                f"Cannot resume {self.output_dir}: the configuration changed ({', '.join(changed)}). Resume with the "
+                "same settings, or start a new run in another --output-dir."
+            )
+        return [RoundRecord(**json.loads(p.read_text())) for p in finished]
+
+    def _save_round(self, record: RoundRecord) -> None:
+        path = self.output_dir / "rounds" / f"round_{record.round:04d}.json"
+        _atomic_write(path, json.dumps(asdict(record), indent=1))
+
+    # ------------------------------------------------------------------ one round of ADMM
+    def _generator(self, round_idx: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.args.seed * 100_003 + round_idx)
+
+    def _init(
+        self, label: int, batch: int, length: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Initial X and, for the 'lm' and 'real' inits that start from tokens, those tokens (the first Z)."""
+        args, objective = self.args, self.objectives[label]
+        emb = self.model.get_input_embeddings().weight.detach()
+        dtype = emb.dtype
+        if args.init == "lm":
+            ids = sample_texts(
+                self.model, self._prefix_ids(label), self.allowed, batch, length, gen, args.init_temperature
+            )
+            return objective.embed(ids).clone(), ids
+        if args.init == "real":
+            prompts = self.pool[label]["target"]
+            ids_list = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
+            ids_list = [(ids * math.ceil(length / max(len(ids), 1)))[:length] for ids in ids_list]
+            ids = torch.tensor(ids_list, dtype=torch.long)
+            per_text = objective.per_text(ids)
+            order = sorted(range(len(per_text)), key=per_text.__getitem__)[:batch]
+            chosen = ids[order]
+            if len(order) < batch:  # fewer real targets than B: repeat the closest ones
+                chosen = chosen.repeat(math.ceil(batch / len(order)), 1)[:batch]
+            return objective.embed(chosen).clone(), None  # projected, so real texts are not copied verbatim
+        best, best_x = float("inf"), None
+        for _ in range(args.init_candidates):
+            x = torch.randn(batch, length, emb.shape[1], generator=gen)
+            x = (x / x.norm(dim=-1, keepdim=True) * self.embed_norm).to(dtype)
+            value = objective.value_embeds(x)
+            if value < best:
+                best, best_x = value, x
+        return best_x, None
+
+    def _project(self, label: int, point: torch.Tensor) -> torch.Tensor:
+        args = self.args
+        grad = None
+        if args.projection == "guided":
+            _, grad = self.objectives[label].value_and_grad_embeds(point)
+        ids, _ = project(
+            self.model,
+            point.detach(),
+            self.allowed,
+            self._prefix_ids(label),
+            args.topk,
+            guidance=args.projection_guidance if args.projection == "guided" else 0.0,
+            point_grad=grad,
+        )
+        return ids
+
+    def _run_round(self, round_idx: int, label: int, batch: int, rounds_total: int) -> RoundRecord:
+        args, objective = self.args, self.objectives[label]
+        start = time.perf_counter()
+        gen = self._generator(round_idx)
+        length = self.seq_lens[label]
+        x, z_ids = self._init(label, batch, length, gen)
+        x = x.detach().requires_grad_(True)
+        dual = torch.zeros_like(x)
+        optimizer = torch.optim.Adam([x], lr=args.lr)
+        if z_ids is None:  # a continuous init is projected; token inits are their own first Z
+            z_ids = self._project(label, x)
+        best_ids, best_value, best_it = z_ids, objective.value(z_ids), 0
+        initial = value = best_value
+        stopped = None
+        name = self.task.label_names[label]
+        for it in range(args.outer_steps):
+            if it > 0:  # z-step (iteration 0 uses the projected init)
+                z_ids = self._project(label, x.detach() + dual / args.rho)
+                value = objective.value(z_ids)
+                if value < best_value:
+                    best_ids, best_value, best_it = z_ids, value, it
+            z_emb = objective.embed(z_ids)
+            for _ in range(args.inner_steps):  # x-step
+                optimizer.zero_grad(set_to_none=True)
+                f, nll = objective.distance(x, need_grad=True, z_ids=z_ids if args.lm_coeff else None)
+                penalty = (x - z_emb + dual / args.rho).float().pow(2).sum()
+                loss = f + args.rho / 2 * penalty + args.lm_coeff * nll
+                if not torch.isfinite(loss):
+                    stopped = (
+                        f"round {round_idx} ({name}) stopped at outer iteration {it}: the matching distance became "
+                        f"non-finite ({float(f.detach())}); lower --lr or --rho. The round keeps its best projected "
+                        f"batch (iteration {best_it}, distance {best_value:.4f})."
+                    )
+                    break
+                loss.backward()
+                if args.grad_clip:
+                    torch.nn.utils.clip_grad_norm_([x], args.grad_clip)
+                optimizer.step()
+            if stopped:
+                break
+            with torch.no_grad():  # dual step
+                dual += args.rho * (x.detach() - z_emb)
+            self.state.global_step += 1
+            self._event("on_step_end")
+            if (it + 1) % args.logging_steps == 0 or it == args.outer_steps - 1:
+                self.log(
+                    {
+                        "round": round_idx,
+                        "rounds": rounds_total,
+                        "class": name,
+                        "outer_iteration": it,
+                        "match_distance": value,
+                        "best_distance": best_value,
+                        "x_distance": float(f.detach()),
+                        "primal_residual": float((x.detach() - z_emb).float().norm()),
+                    }
+                )
+        if stopped:
+            self.log({"round": round_idx, "rounds": rounds_total, "class": name, "warning": stopped})
+        admm_value = best_value
+        if args.refine_steps:
+            best_ids, best_value = swap_refine(
+                best_ids,
+                objective,
+                self.model,
+                self._prefix_ids(label),
+                self.allowed,
+                args.refine_steps,
+                gen,
+                max_nll_increase=args.max_nll_increase,
+            )
+        nll = (-token_logprobs(self.model, self.start_ids, best_ids).mean(dim=1)).tolist()
+        texts = self.tokenizer.batch_decode(best_ids, skip_special_tokens=True)
+        if args.keep_prefix:
+            prefix_text = self.tokenizer.decode(self._prefix_ids(label)[0], skip_special_tokens=True)
+            texts = [prefix_text + t for t in texts]
+        return RoundRecord(
+            round=round_idx,
+            label=label,
+            token_ids=best_ids.tolist(),
+            texts=[t.strip() for t in texts],
+            initial_distance=initial,
+            admm_distance=admm_value,
+            final_distance=best_value,
+            per_text_distance=objective.per_text(best_ids),
+            nll=nll,
+            best_iteration=best_it,
+            seconds=time.perf_counter() - start,
+            stopped_early=stopped,
+        )
+
+    # ------------------------------------------------------------------ the run
+    def _schedule(self) -> list[tuple[int, int, int]]:
+        """(round index, label, texts in the round) for every round of the run."""
+        plan, idx = [], 0
+        for c in range(self.task.num_labels):
+            left = self.args.per_class
+            while left > 0:
+                batch = min(self.args.texts_per_round, left)
+                plan.append((idx, c, batch))
+                idx += 1
+                left -= batch
+        return plan
+
+    def train(self) -> SynthesisResult:
+        """Run (or resume) the synthesis; returns the texts and writes ``output_dir``."""
+        args = self.args
+        self._prepare()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        done = {r.round: r for r in self._load_finished_rounds()}
+        plan = self._schedule()
+        self.state = TrainerState(max_steps=len(plan) * args.outer_steps, num_train_epochs=len(plan))
+        self.state.global_step = len(done) * args.outer_steps
+        self._event("on_train_begin")
+        for round_idx, label, batch in plan:
+            if round_idx in done:
+                continue
+            record = self._run_round(round_idx, label, batch, len(plan))
+            self._save_round(record)
+            done[round_idx] = record
+            self.state.global_step = len(done) * args.outer_steps  # also when a round stopped early
+            self.state.epoch = len(done)
+            self._event("on_epoch_end")
+            self.log(
+                {
+                    "round": round_idx,
+                    "rounds": len(plan),
+                    "class": self.task.label_names[label],
+                    "round_initial_distance": record.initial_distance,
+                    "round_final_distance": record.final_distance,
+                    "round_seconds": record.seconds,
+                }
+            )
+        rounds = [done[i] for i, _, _ in plan]
+        result = self._result(rounds)
+        self.log(
+            {
+                f"calibration/{name}/{key}": value
+                for name, entry in result.metrics.get("calibration", {}).items()
+                for key, value in entry.items()
+                if isinstance(value, float)
+            }
+        )
+        self._write_outputs(result)
+        self._event("on_train_end")
+        if self._attn_to_restore:
+            self.model.set_attn_implementation(self._attn_to_restore)
+        for p, flag in self._grad_flags:
+            p.requires_grad_(flag)
+        return result
+
+    synthesize = train
+
+    def _result(self, rounds: list[RoundRecord]) -> SynthesisResult:
+        texts = [
+            SyntheticText(text=t, label=r.label, round=r.round, match_distance=d, nll=n)
+            for r in rounds
+            for t, d, n in zip(r.texts, r.per_text_distance, r.nll)
+        ]
+        metrics = {
+            "target_seconds": self.target_seconds,
+            "seq_len": {self.task.label_names[c]: n for c, n in self.seq_lens.items()},
+            "per_class": {},
+        }
+        for c, name in enumerate(self.task.label_names):
+            mine = [r for r in rounds if r.label == c]
+            all_ids = torch.tensor([row for r in mine for row in r.token_ids], dtype=torch.long)
+            metrics["per_class"][name] = {
+                "texts": sum(len(r.texts) for r in mine),
+                "initial_distance": sum(r.initial_distance for r in mine) / len(mine),
+                "admm_distance": sum(r.admm_distance for r in mine) / len(mine),
+                "final_distance": sum(r.final_distance for r in mine) / len(mine),
+                "mean_text_distance": sum(d for r in mine for d in r.per_text_distance) / max(1, len(all_ids)),
+                "mean_nll": sum(n for r in mine for n in r.nll) / max(1, len(all_ids)),
+                "mean_nll_words_shuffled": self._shuffled_nll([t for r in mine for t in r.texts]),
+                "round_seconds": sum(r.seconds for r in mine) / len(mine),
+            }
+        if self.args.calibrate:
+            metrics["calibration"] = self.calibration(rounds)
+        return SynthesisResult(texts, rounds, list(self.task.label_names), metrics, str(self.output_dir))
+
+    # ------------------------------------------------------------------ calibration
+    def _text_ids(self, texts: list[str], length: int | None = None) -> list[torch.Tensor]:
+        return [torch.tensor(self.tokenizer(t, add_special_tokens=False)["input_ids"][:length]) for t in texts]
+
+    def _batch_distance_of_texts(self, label: int, texts: list[str]) -> float:
+        """Batch distance of real texts (each with the class's label word) to class ``label``'s target."""
+        objective = self.objectives[label]
+        prompts = [self.task.format_prompt(t) for t in texts]
+        labels = torch.full((len(prompts),), self.label_tokens[label], dtype=torch.long)
+        if self.matched.is_lm_head:
+            a, h = lm_head_example_factors(self.model, encode_prompts(self.tokenizer, prompts), labels)
+            return float(objective.distance_from_factors(a, h))
+        # General path: equal-length texts are needed for an embeddings batch; score one by one and average.
+        values = [objective.value(ids[None]) for ids in self._text_ids(texts)]
+        return sum(values) / len(values)
+
+    def _shuffled_nll(self, texts: list[str]) -> float:
+        rng = random.Random(self.args.seed)
+        shuffled = []
+        for t in texts:
+            words = t.split()
+            rng.shuffle(words)
+            shuffled.append(" ".join(words))
+        return self._mean_nll(shuffled)
+
+    def _mean_nll(self, texts: list[str]) -> float:
+        values = []
+        for ids in self._text_ids(texts):
+            if len(ids):
+                values.append(float(-token_logprobs(self.model, self.start_ids, ids[None]).mean()))
+        return sum(values) / max(1, len(values))
+
+    def calibration(self, rounds: list[RoundRecord]) -> dict:
+        """Per class, distances to the class target of (a) held-out same-class real texts, (b) other
+        classes' real texts given this class's label word, (c) texts the model samples from the same
+        prefix, (d) the GRADMM batches, initial and final; plus (d) against the other targets."""
+        out = {}
+        batch = self.args.texts_per_round
+        for c, name in enumerate(self.task.label_names):
+            heldout = self.pool[c]["heldout"][:batch]
+            others = [t for o in self.pool if o != c for t in self.pool[o]["heldout"]][:batch]
+            gen = torch.Generator().manual_seed(self.args.seed + 7919 * (c + 1))
+            all_tokens = allowed_vocabulary(self.tokenizer, self.allowed.shape[0], "all")
+            sampled = sample_texts(self.model, self._prefix_ids(c), all_tokens, batch, self.seq_lens[c], gen)
+            mine = [r for r in rounds if r.label == c]
+            entry = {
+                "heldout_same_class": self._batch_distance_of_texts(c, heldout) if heldout else None,
+                "other_classes": self._batch_distance_of_texts(c, others) if others else None,
+                "model_sampled": self.objectives[c].value(sampled),
+                "model_sampled_nll": float(-token_logprobs(self.model, self.start_ids, sampled).mean()),
+                "gradmm_initial": sum(r.initial_distance for r in mine) / len(mine),
+                "gradmm_admm": sum(r.admm_distance for r in mine) / len(mine),
+                "gradmm_final": sum(r.final_distance for r in mine) / len(mine),
+                "gradmm_final_to_other_targets": {
+                    self.task.label_names[o]: sum(self.objectives[o].value(torch.tensor(r.token_ids)) for r in mine)
+                    / len(mine)
+                    for o in self.objectives
+                    if o != c
+                },
+                "sampled_examples": self.tokenizer.batch_decode(sampled[:3], skip_special_tokens=True),
+            }
+            out[name] = entry
+        return out
+
+    # ------------------------------------------------------------------ outputs
+    def _write_outputs(self, result: SynthesisResult) -> None:
+        out = self.output_dir
+        dataset = result.to_dataset()
+        dataset.save_to_disk(str(out))
+        config = self.args.to_dict()
+        _atomic_write(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        _atomic_write(out / "metrics.json", json.dumps(result.metrics, indent=2))
