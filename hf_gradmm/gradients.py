@@ -243,10 +243,6 @@ class ClassTarget:
     tensors: list[Tensor]
     count: int
 
-    @property
-    def norm(self) -> Tensor:
-        return torch.sqrt(sum(t.float().pow(2).sum() for t in self.tensors))
-
 
 def encode_prompts(tokenizer, prompts: list[str]) -> dict[str, Tensor]:
     """Left-padded batch encoding (the label is predicted at the last position of every row)."""

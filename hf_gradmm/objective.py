@@ -54,10 +54,11 @@ class MatchingObjective:
             self.lead = self.embedding(lead_ids)[None]
             self.tail = self.embedding(tail_ids)[None]
         dtype = next(model.parameters()).dtype
-        offsets = [c.to(dtype) for c in common.tensors] if common is not None else None
-        # Centering: match (g - C) to (G - C); C = None leaves the plain objective.
-        self.offsets = offsets
-        self.targets = [t.to(dtype) - (o if offsets else 0) for t, o in zip(target.tensors, offsets or target.tensors)]
+        # Centering: match (g - C) to (G - C); without it, offsets is None and the targets are G.
+        self.offsets = [c.to(dtype) for c in common.tensors] if common is not None else None
+        self.targets = [t.to(dtype) for t in target.tensors]
+        if self.offsets:
+            self.targets = [t - o for t, o in zip(self.targets, self.offsets)]
         self.target_norm = torch.sqrt(sum(t.float().pow(2).sum() for t in self.targets)).to(dtype)
 
     # -- sequences -------------------------------------------------------------------------------
