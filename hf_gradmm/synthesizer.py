@@ -558,14 +558,14 @@ class GradMatchSynthesizer:
         }
         for c, name in enumerate(self.task.label_names):
             mine = [r for r in rounds if r.label == c]
-            all_ids = torch.tensor([row for r in mine for row in r.token_ids], dtype=torch.long)
+            count = sum(len(r.texts) for r in mine)
             metrics["per_class"][name] = {
-                "texts": sum(len(r.texts) for r in mine),
+                "texts": count,
                 "initial_distance": sum(r.initial_distance for r in mine) / len(mine),
                 "admm_distance": sum(r.admm_distance for r in mine) / len(mine),
                 "final_distance": sum(r.final_distance for r in mine) / len(mine),
-                "mean_text_distance": sum(d for r in mine for d in r.per_text_distance) / max(1, len(all_ids)),
-                "mean_nll": sum(n for r in mine for n in r.nll) / max(1, len(all_ids)),
+                "mean_text_distance": sum(d for r in mine for d in r.per_text_distance) / count,
+                "mean_nll": sum(n for r in mine for n in r.nll) / count,
                 "mean_nll_words_shuffled": self._shuffled_nll([t for r in mine for t in r.texts]),
                 "round_seconds": sum(r.seconds for r in mine) / len(mine),
             }
