@@ -71,8 +71,8 @@ class GradMatchConfig(TaskArguments):
         default="words+punct",
         metadata={
             "help": "Allowed vocabulary: 'words' (word-like tokens: letters with an inner apostrophe or hyphen, "
-            "<= 17 chars; the reference default), 'words+punct' (adds . , ! ? ; : ' \" ( ) -; our default: without "
-            "punctuation the model writes run-on text that it itself finds unlikely), or 'all'."
+            "<= 17 chars; the reference default), 'words+punct' (adds . , ! ? ; : ' \" ( ) -; our default: the "
+            "LM-written texts it allows are readable sentences; see docs/synthesizer.md), or 'all'."
         },
     )
     projection: str = field(
@@ -126,8 +126,8 @@ class GradMatchConfig(TaskArguments):
     init_candidates: int = field(
         default=100,
         metadata={
-            "help": "Random-init candidate batches to score (reference: 500; 100 costs a fifth and the best "
-            "candidate's distance barely moves beyond it)."
+            "help": "Random-init candidate batches to score (reference: 500; 100 costs a fifth of the scoring "
+            "forwards; how much the best candidate's distance depends on it was not measured)."
         },
     )
     # ---- objective -----------------------------------------------------------------------------
