@@ -211,20 +211,18 @@ class GradMatchSynthesizer:
             }
         return pool
 
-    def _start_ids(self) -> torch.Tensor:
-        """Context for a text's NLL: the tokenizer's own start token(s), else its EOS."""
-        ids = self.tokenizer("", add_special_tokens=True)["input_ids"] or [self.tokenizer.eos_token_id]
+    def _ids_or_eos(self, text: str) -> torch.Tensor:
+        """``text`` tokenized with the tokenizer's special tokens, (1, n); its EOS when that is empty."""
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"] or [self.tokenizer.eos_token_id]
         return torch.tensor([ids], dtype=torch.long)
 
-    def _prefix_ids(self, label: int) -> torch.Tensor:
+    def _prefix_text(self, label: int) -> str:
         template = self.args.projection_prefix if self.args.projection_prefix is not None else DEFAULT_PREFIX
-        text = template.format(
+        return template.format(
             description=self.task.class_descriptions[label] if self.task.class_descriptions else "",
             domain=self.task.domain,
             label_word=self.task.label_words[label],
         )
-        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"] or [self.tokenizer.eos_token_id]
-        return torch.tensor([ids], dtype=torch.long)
 
     def _prepare(self) -> None:
         args = self.args
@@ -246,7 +244,8 @@ class GradMatchSynthesizer:
             self.model.set_attn_implementation("eager")
         self.pool = self._real_pool()
         self.lead_ids, self.tail_ids = template_parts(self.task.template, self.tokenizer)
-        self.start_ids = self._start_ids()
+        self.start_ids = self._ids_or_eos("")  # context of a text's NLL: the tokenizer's start token(s)
+        self.prefix_ids = {c: self._ids_or_eos(self._prefix_text(c)) for c in range(self.task.num_labels)}
         self.allowed = allowed_vocabulary(
             self.tokenizer, self.model.get_input_embeddings().weight.shape[0], args.vocab_filter
         )
@@ -353,7 +352,7 @@ class GradMatchSynthesizer:
         dtype = emb.dtype
         if args.init == "lm":
             ids = sample_texts(
-                self.model, self._prefix_ids(label), self.allowed, batch, length, gen, args.init_temperature
+                self.model, self.prefix_ids[label], self.allowed, batch, length, gen, args.init_temperature
             )
             return objective.embed(ids).clone(), ids
         if args.init == "real":
@@ -385,7 +384,7 @@ class GradMatchSynthesizer:
             self.model,
             point.detach(),
             self.allowed,
-            self._prefix_ids(label),
+            self.prefix_ids[label],
             args.topk,
             guidance=args.projection_guidance if args.projection == "guided" else 0.0,
             point_grad=grad,
@@ -457,7 +456,7 @@ class GradMatchSynthesizer:
                 best_ids,
                 objective,
                 self.model,
-                self._prefix_ids(label),
+                self.prefix_ids[label],
                 self.allowed,
                 args.refine_steps,
                 gen,
@@ -466,7 +465,7 @@ class GradMatchSynthesizer:
         nll = (-token_logprobs(self.model, self.start_ids, best_ids).mean(dim=1)).tolist()
         texts = self.tokenizer.batch_decode(best_ids, skip_special_tokens=True)
         if args.keep_prefix:
-            prefix_text = self.tokenizer.decode(self._prefix_ids(label)[0], skip_special_tokens=True)
+            prefix_text = self.tokenizer.decode(self.prefix_ids[label][0], skip_special_tokens=True)
             texts = [prefix_text + t for t in texts]
         return RoundRecord(
             round=round_idx,
@@ -616,7 +615,7 @@ class GradMatchSynthesizer:
             others = [t for o in self.pool if o != c for t in self.pool[o]["heldout"]][:batch]
             gen = torch.Generator().manual_seed(self.args.seed + 7919 * (c + 1))
             all_tokens = allowed_vocabulary(self.tokenizer, self.allowed.shape[0], "all")
-            sampled = sample_texts(self.model, self._prefix_ids(c), all_tokens, batch, self.seq_lens[c], gen)
+            sampled = sample_texts(self.model, self.prefix_ids[c], all_tokens, batch, self.seq_lens[c], gen)
             mine = [r for r in rounds if r.label == c]
             entry = {
                 "heldout_same_class": self._batch_distance_of_texts(c, heldout) if heldout else None,
