@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml requirements-offline.txt
 
 quickstart: install
 	$(BIN)/hf-gradmm synthesize --config examples/quickstart.yaml
+	$(BIN)/hf-gradmm build outputs/quickstart
 
 test: install
 	$(BIN)/python -m pytest

@@ -11,12 +11,12 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hf_gradmm import __version__
 
 _NOT_BUILT = {
     "evaluate": "the evaluation harness (fine-tune on synthetic data, compare baselines)",
-    "push": "pushing a synthetic dataset and its card to the Hub",
 }
 
 
@@ -86,8 +86,7 @@ def preview(task_args, model_args, args: PreviewArguments) -> None:
 
     The guess is the label word the model scores highest after the template (zero-shot).
     """
-    import torch
-
+    from hf_gradmm.classify import predict
     from hf_gradmm.models import load_model_and_tokenizer
     from hf_gradmm.tasks import label_token_ids, load_task
 
@@ -120,12 +119,7 @@ def preview(task_args, model_args, args: PreviewArguments) -> None:
         i for c in range(spec.num_labels) for i in [j for j, lab in enumerate(labels) if lab == c][: args.num_examples]
     ]
     shown = split.select(picks)
-    prompts = [spec.format_prompt(ex["text"]) for ex in shown]
-    tokenizer.padding_side = "left"  # the label word is predicted at the last position
-    batch = tokenizer(prompts, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        logits = model(**batch).logits[:, -1, token_ids]
-    guesses = logits.argmax(-1).tolist()
+    guesses = predict(model, tokenizer, spec, shown["text"])
     for ex, guess in zip(shown, guesses):
         print(
             f"[{spec.label_names[ex['label']]} -> {spec.label_continuation(ex['label']).strip()!r}; "
@@ -197,6 +191,68 @@ def bench(model_args, task_args, args) -> dict:
     return report
 
 
+@dataclass
+class SourceArguments:
+    path: str | None = field(
+        default=None,
+        metadata={"help": "The folder to read (first positional argument): a synthesis output or a built dataset."},
+    )
+
+
+@dataclass
+class PushArguments:
+    repo_id: str | None = field(default=None, metadata={"help": "Hub dataset repo, e.g. someone/rt-gradmm."})
+    private: bool = field(default=False, metadata={"help": "Create the repo private."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN or the login)."})
+
+
+def _builder(source: SourceArguments, config):
+    from hf_gradmm.builder import SyntheticDatasetBuilder
+
+    if not source.path:
+        raise ValueError("Give the synthesis output folder: hf-gradmm build DIR (or --path DIR).")
+    return SyntheticDatasetBuilder(source.path, config)
+
+
+def build(source: SourceArguments, config) -> Path:
+    """Filter, score and package a synthesis output; prints where it went and the filtering counts."""
+    builder = _builder(source, config)
+    builder.build()
+    folder = builder.save()
+    _print_build(builder, folder)
+    return folder
+
+
+def _print_build(builder, folder) -> None:
+    f, m = builder.report["filtering"], builder.report["memorisation"]
+    print(f"built {folder}: {f['in']} texts in, {f['out']} out; dropped {f['dropped'] or 'none'}")
+    for name, s in builder.report["per_class"].items():
+        print(f"  {name:<12} {s['texts']:>4} texts  distance {s['mean_match_distance']:.4f}  NLL {s['mean_nll']:.3f}")
+    r = builder.report["real_reference"]
+    print(f"  real texts NLL {r['mean_nll']:.3f}; copies flagged: {m['flagged_copies']}")
+
+
+def push(source: SourceArguments, push_args: PushArguments, config) -> str:
+    """Push a built folder (building a synthesis output first) to the Hub."""
+    from hf_gradmm.builder import BUILD_REPORT
+    from hf_gradmm.hub import push_dataset_folder
+
+    if not push_args.repo_id:
+        raise ValueError("Give the target repo: hf-gradmm push DIR --repo-id someone/name.")
+    if not source.path:
+        raise ValueError("Give the folder to push: hf-gradmm push DIR --repo-id someone/name.")
+    folder = Path(source.path)
+    if not (folder / BUILD_REPORT).exists():
+        built = Path(config.output or folder / "dataset")
+        if (built / BUILD_REPORT).exists():
+            folder = built
+        else:
+            folder = build(source, config)
+    url = push_dataset_folder(folder, push_args.repo_id, private=push_args.private, token=push_args.token)
+    print(f"pushed {folder} to {url}")
+    return url
+
+
 def _parse(dataclass_types, argv):
     from trl import TrlParser
 
@@ -210,8 +266,9 @@ commands:
   preview     load a task and a model; show real examples, label words and zero-shot guesses
   synthesize  make a synthetic dataset by gradient matching (GRADMM)
   bench step  time one x-step: the reference formulation against ours
+  build       filter, score and package a synthesis output (dataset, card, exports)
+  push        push a built dataset, its card and config to the Hub (builds a synthesis output first)
   evaluate    fine-tune on synthetic data and compare baselines    (not built yet)
-  push        push a synthetic dataset and its card to the Hub     (not built yet)
 
 Run 'hf-gradmm <command> --help' for a command's options."""
 
@@ -245,6 +302,15 @@ def main(argv: list[str] | None = None) -> int:
                 rest = ["--what", rest[0], *rest[1:]]
             model_args, task_args, args = _parse([ModelArguments, TaskArguments, BenchArguments], rest)
             bench(model_args, task_args, args)
+        elif command in {"build", "push"}:
+            from hf_gradmm.builder import BuilderConfig
+
+            if rest and not rest[0].startswith("-"):
+                rest = ["--path", rest[0], *rest[1:]]
+            if command == "build":
+                build(*_parse([SourceArguments, BuilderConfig], rest))
+            else:
+                push(*_parse([SourceArguments, PushArguments, BuilderConfig], rest))
         elif command in _NOT_BUILT:
             print(
                 f"hf-gradmm {command}: {_NOT_BUILT[command]} is not built yet in hf_gradmm {__version__}. "

@@ -216,4 +216,5 @@ def load_model_and_tokenizer(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
+    model.hf_gradmm_name = name_or_path  # what the run records as its generator (a cache path says little)
     return model, tokenizer

@@ -72,6 +72,10 @@ def cosine_candidates(points: Tensor, embeddings: Tensor, allowed: Tensor, topk:
     return sims.topk(min(topk, int(allowed.sum())), dim=-1).indices
 
 
+def _zscore(x: Tensor) -> Tensor:
+    return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-12)
+
+
 @torch.no_grad()
 def _prefix_state(model: nn.Module, prefix_ids: Tensor, batch: int):
     """Run the LM prefix once for ``batch`` rows; returns (next-token logits, KV cache)."""
@@ -88,39 +92,52 @@ def project(
     topk: int = 200,
     guidance: float = 0.0,
     point_grad: Tensor | None = None,
+    beams: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    """Project (B, T, d) points onto token ids (B, T), left to right, batched, with a KV cache.
+    """Project (B, T, d) points onto token ids, left to right, batched, with a KV cache.
 
-    Each position keeps, among its ``topk`` cosine candidates, the token with the best score:
-    the LM log-probability given prefix and tokens so far (``guidance = 0``: the reference
+    Each position chooses among its ``topk`` cosine candidates by a step score: the LM
+    log-probability given prefix and tokens so far (``guidance = 0``: the reference
     projection), or a mix of its z-scored value and the z-scored first-order decrease of the
-    matching distance ``-point_grad_t . (e_v - y_t)`` (``guidance`` in (0, 1]).
-    Returns the ids and each chosen token's LM log-probability (B, T).
+    matching distance ``-point_grad_t . (e_v - y_t)`` (``guidance`` in (0, 1]). ``beams = 1``
+    keeps the best candidate at each position (greedy, as the authors do); ``beams = W`` keeps
+    the W partial texts with the best summed step score per row (beam search; for the
+    reference projection that is the joint LM log-probability over the candidate sets).
+    Returns the ids (B, W, T), best beam first, and each chosen token's LM log-probability.
     """
     if guidance and point_grad is None:
         raise ValueError("guided projection needs the gradient of the matching distance at the points.")
     embeddings = model.get_input_embeddings().weight
     candidates = cosine_candidates(points, embeddings, allowed, topk)  # (B, T, k)
-    batch, length, _ = candidates.shape
-    logits, cache = _prefix_state(model, prefix_ids, batch)
+    batch, length, k = candidates.shape
     if guidance:
-        cand_emb = embeddings[candidates].float()  # (B, T, k, d)
-        step = cand_emb - points.float()[:, :, None, :]
-        gain = -(step * point_grad.float()[:, :, None, :]).sum(-1)  # first-order decrease of f
-        gain = (gain - gain.mean(-1, keepdim=True)) / gain.std(-1, keepdim=True).clamp_min(1e-12)
-    ids = torch.empty(batch, length, dtype=torch.long)
-    logprobs = torch.empty(batch, length)
+        step = embeddings[candidates].float() - points.float()[:, :, None, :]  # (B, T, k, d)
+        gain = _zscore(-(step * point_grad.float()[:, :, None, :]).sum(-1))  # first-order decrease of f
+    rows = batch * beams
+    logits, cache = _prefix_state(model, prefix_ids, rows)
+    total = torch.full((batch, beams), -float("inf"))
+    total[:, 0] = 0.0  # every beam starts as the same empty text: expand only the first
+    ids = torch.empty(batch, beams, length, dtype=torch.long)
+    logprobs = torch.empty(batch, beams, length)
+    base = (torch.arange(batch) * beams)[:, None]
     for t in range(length):
-        lp = torch.log_softmax(logits, dim=-1)
-        cand_lp = lp.gather(1, candidates[:, t])  # (B, k)
+        lp = torch.log_softmax(logits, dim=-1).view(batch, beams, -1)
+        cand = candidates[:, t, None, :].expand(-1, beams, -1)  # (B, W, k)
+        cand_lp = lp.gather(2, cand)
         score = cand_lp
         if guidance:
-            z_lp = (cand_lp - cand_lp.mean(-1, keepdim=True)) / cand_lp.std(-1, keepdim=True).clamp_min(1e-12)
-            score = (1 - guidance) * z_lp + guidance * gain[:, t]
-        pick = score.argmax(-1)
-        ids[:, t] = candidates[:, t].gather(1, pick[:, None]).squeeze(1)
-        logprobs[:, t] = cand_lp.gather(1, pick[:, None]).squeeze(1)
-        out = model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True)
+            score = (1 - guidance) * _zscore(cand_lp) + guidance * gain[:, t, None, :]
+        best = (total[..., None] + score).view(batch, -1).topk(beams, dim=-1)
+        origin, pick = best.indices // k, best.indices % k
+        total = best.values
+        ids = ids.gather(1, origin[..., None].expand(-1, -1, length))
+        logprobs = logprobs.gather(1, origin[..., None].expand(-1, -1, length))
+        ids[:, :, t] = cand.gather(2, pick[..., None]).squeeze(-1)
+        chosen_lp = cand_lp.gather(1, origin[..., None].expand(-1, -1, k))  # (B, W, k) of the kept beams
+        logprobs[:, :, t] = chosen_lp.gather(2, pick[..., None]).squeeze(-1)
+        if beams > 1:
+            cache.reorder_cache((base + origin).reshape(-1))
+        out = model(input_ids=ids[:, :, t].reshape(rows, 1), cache=cache, use_cache=True)
         logits, cache = out.logits[:, -1, :].float(), out.cache
     return ids, logprobs
 
@@ -136,6 +153,23 @@ def position_logprobs(model: nn.Module, prefix_ids: Tensor, ids: Tensor) -> Tens
 def token_logprobs(model: nn.Module, prefix_ids: Tensor, ids: Tensor) -> Tensor:
     """LM log-probability of each token of ``ids`` given the prefix and the tokens before it."""
     return position_logprobs(model, prefix_ids, ids).gather(2, ids[..., None]).squeeze(-1)
+
+
+def start_ids(tokenizer) -> Tensor:
+    """The tokenizer's start token(s) as a (1, n) batch, or its EOS when it adds none: the
+    context every text's NLL is measured from."""
+    ids = tokenizer("", add_special_tokens=True)["input_ids"] or [tokenizer.eos_token_id]
+    return torch.tensor([ids], dtype=torch.long)
+
+
+def text_nll(model: nn.Module, tokenizer, texts: list[str]) -> list[float]:
+    """Mean token NLL of each text under the model, from the start token(s); NaN for an empty text."""
+    start = start_ids(tokenizer)
+    out = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        out.append(float(-token_logprobs(model, start, torch.tensor([ids])).mean()) if ids else float("nan"))
+    return out
 
 
 @torch.no_grad()
@@ -168,10 +202,6 @@ class SwapObjective(Protocol):
 
     def swap_values(self, ids: Tensor, rows: Tensor, new_rows: Tensor) -> Tensor:
         """Distances of the batches obtained by replacing row ``rows[k]`` of ``ids`` by ``new_rows[k]``."""
-
-
-def _zscore(x: Tensor) -> Tensor:
-    return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-12)
 
 
 def swap_refine(

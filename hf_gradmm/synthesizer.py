@@ -36,7 +36,9 @@ from hf_gradmm.projection import (
     allowed_vocabulary,
     project,
     sample_texts,
+    start_ids,
     swap_refine,
+    text_nll,
     token_logprobs,
 )
 from hf_gradmm.tasks import TaskSpec, label_token_ids, load_task
@@ -244,7 +246,7 @@ class GradMatchSynthesizer:
             self.model.set_attn_implementation("eager")
         self.pool = self._real_pool()
         self.lead_ids, self.tail_ids = template_parts(self.task.template, self.tokenizer)
-        self.start_ids = self._ids_or_eos("")  # context of a text's NLL: the tokenizer's start token(s)
+        self.start_ids = start_ids(self.tokenizer)  # context of a text's NLL
         self.prefix_ids = {c: self._ids_or_eos(self._prefix_text(c)) for c in range(self.task.num_labels)}
         self.allowed = allowed_vocabulary(
             self.tokenizer, self.model.get_input_embeddings().weight.shape[0], args.vocab_filter
@@ -376,11 +378,12 @@ class GradMatchSynthesizer:
         return best_x, None
 
     def _project(self, label: int, point: torch.Tensor) -> torch.Tensor:
-        args = self.args
+        """z-step: project ``point`` onto token ids; with beams, choose each row's beam by the distance."""
+        args, objective = self.args, self.objectives[label]
         grad = None
         if args.projection == "guided":
-            _, grad = self.objectives[label].value_and_grad_embeds(point)
-        ids, _ = project(
+            _, grad = objective.value_and_grad_embeds(point)
+        beams, _ = project(
             self.model,
             point.detach(),
             self.allowed,
@@ -388,7 +391,14 @@ class GradMatchSynthesizer:
             args.topk,
             guidance=args.projection_guidance if args.projection == "guided" else 0.0,
             point_grad=grad,
+            beams=args.projection_beams,
         )
+        ids = beams[:, 0].clone()
+        # One pass of coordinate descent over the rows: each row keeps the beam that gives the
+        # batch the lowest exact matching distance (all beams are likely texts under the LM).
+        for row in range(len(ids)) if args.projection_beams > 1 else ():
+            values = objective.swap_values(ids, torch.full((beams.shape[1],), row), beams[row])
+            ids[row] = beams[row, int(values.argmin())]
         return ids
 
     def _run_round(self, round_idx: int, label: int, batch: int, rounds_total: int) -> RoundRecord:
@@ -550,7 +560,17 @@ class GradMatchSynthesizer:
             for r in rounds
             for t, d, n in zip(r.texts, r.per_text_distance, r.nll)
         ]
+        config = getattr(self.model, "config", None)
         metrics = {
+            "generator": getattr(self.model, "hf_gradmm_name", getattr(config, "_name_or_path", "")),
+            "task": {
+                "name": self.task.name,
+                "source": self.task.default_source,
+                "hub_id": self.task.hub_id,
+                "label_names": list(self.task.label_names),
+                "label_words": list(self.task.label_words),
+                "template": self.task.template,
+            },
             "target_seconds": self.target_seconds,
             "seq_len": {self.task.label_names[c]: n for c, n in self.seq_lens.items()},
             "per_class": {},
@@ -598,10 +618,7 @@ class GradMatchSynthesizer:
         return self._mean_nll(shuffled)
 
     def _mean_nll(self, texts: list[str]) -> float:
-        values = []
-        for ids in self._text_ids(texts):
-            if len(ids):
-                values.append(float(-token_logprobs(self.model, self.start_ids, ids[None]).mean()))
+        values = [v for v in text_nll(self.model, self.tokenizer, texts) if not math.isnan(v)]
         return sum(values) / max(1, len(values))
 
     def calibration(self, rounds: list[RoundRecord]) -> dict:

@@ -30,7 +30,7 @@ def test_info_table(capsys):
     assert "rotten_tomatoes" in out and "smollm2-135m" in out
 
 
-@pytest.mark.parametrize("command", ["evaluate", "push"])
+@pytest.mark.parametrize("command", ["evaluate"])
 def test_unbuilt_commands_say_so(command, capsys):
     assert main([command, "--task", "rotten_tomatoes"]) == 2
     assert "not built yet" in capsys.readouterr().err

