@@ -12,6 +12,8 @@ in the same prompt are subtracted before the argmax (docs/builder.md measures bo
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -40,21 +42,43 @@ def label_word_logprobs(
 
     Normalised over the label words only (a softmax over the classes' logits), so each row is
     the model's class distribution; with ``calibrate``, after subtracting the mean
-    log-probabilities of the content-free inputs (contextual calibration).
+    log-probabilities of the content-free inputs (contextual calibration). With
+    demonstrations, their KV cache is computed once and shared by every batch.
     """
     token_ids = label_token_ids(task, tokenizer)
-    prefix = fewshot_prefix(task, demonstrations)
     rows = []
-    for start in range(0, len(texts), batch_size):
-        prompts = [prefix + task.format_prompt(t) for t in texts[start : start + batch_size]]
-        batch = encode_prompts(tokenizer, prompts)
-        logits = model(**batch).logits[:, -1, token_ids].float()
-        rows.append(torch.log_softmax(logits, dim=-1))
-    out = torch.cat(rows) if rows else torch.empty(0, task.num_labels)
+    if demonstrations:
+        start = tokenizer(fewshot_prefix(task, demonstrations), add_special_tokens=True, return_tensors="pt")
+        prefix = model(input_ids=start["input_ids"].to(model.device), use_cache=True).cache
+    for first in range(0, len(texts), batch_size):
+        prompts = [task.format_prompt(t) for t in texts[first : first + batch_size]]
+        if demonstrations:
+            rows.append(_after_prefix(model, tokenizer, prefix, prompts)[:, token_ids].float())
+        else:
+            batch = encode_prompts(tokenizer, prompts).to(model.device)
+            rows.append(model(**batch, logits_to_keep=1).logits[:, -1, token_ids].float())
+    out = torch.log_softmax(torch.cat(rows), dim=-1).cpu() if rows else torch.empty(0, task.num_labels)
     if calibrate and len(out):
         bias = label_word_logprobs(model, tokenizer, task, list(CONTENT_FREE), demonstrations).mean(0)
         out = torch.log_softmax(out - bias, dim=-1)
     return out
+
+
+def _after_prefix(model: nn.Module, tokenizer, prefix, prompts: list[str]) -> Tensor:
+    """Next-token logits at the end of each prompt, read after a cached prefix (right padding, so
+    every token keeps its true position)."""
+    batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+    if tokenizer.padding_side != "right":
+        side, tokenizer.padding_side = tokenizer.padding_side, "right"
+        batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+        tokenizer.padding_side = side
+    n = len(prompts)
+    cache = copy.deepcopy(prefix)
+    cache.batch_repeat_interleave(n)
+    mask = batch["attention_mask"].to(model.device)
+    full_mask = torch.cat([torch.ones(n, cache.get_seq_length(), dtype=mask.dtype, device=mask.device), mask], 1)
+    logits = model(input_ids=batch["input_ids"].to(model.device), attention_mask=full_mask, cache=cache).logits
+    return logits[torch.arange(n), mask.sum(1) - 1]
 
 
 def predict(

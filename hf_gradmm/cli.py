@@ -15,10 +15,6 @@ from pathlib import Path
 
 from hf_gradmm import __version__
 
-_NOT_BUILT = {
-    "evaluate": "the evaluation harness (fine-tune on synthetic data, compare baselines)",
-}
-
 
 @dataclass
 class InfoArguments:
@@ -268,7 +264,7 @@ commands:
   bench step  time one x-step: the reference formulation against ours
   build       filter, score and package a synthesis output (dataset, card, exports)
   push        push a built dataset, its card and config to the Hub (builds a synthesis output first)
-  evaluate    fine-tune on synthetic data and compare baselines    (not built yet)
+  evaluate    fine-tune target models on GRADMM data and on baselines at equal budget; one table
 
 Run 'hf-gradmm <command> --help' for a command's options."""
 
@@ -311,13 +307,15 @@ def main(argv: list[str] | None = None) -> int:
                 build(*_parse([SourceArguments, BuilderConfig], rest))
             else:
                 push(*_parse([SourceArguments, PushArguments, BuilderConfig], rest))
-        elif command in _NOT_BUILT:
-            print(
-                f"hf-gradmm {command}: {_NOT_BUILT[command]} is not built yet in hf_gradmm {__version__}. "
-                "Nothing was run.",
-                file=sys.stderr,
-            )
-            return 2
+        elif command == "evaluate":
+            from hf_gradmm.evaluation import EvaluateArguments, FinetuneConfig, run_evaluation
+
+            task_args, args, recipe = _parse([TaskArguments, EvaluateArguments, FinetuneConfig], rest)
+            results = run_evaluation(task_args.to_task(), args, recipe)
+            from hf_gradmm.evaluation.harness import markdown_table
+
+            print(markdown_table(results))
+            print(f"wrote {args.output} and its .md table and .png figure")
         else:
             print(f"hf-gradmm: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
             return 2

@@ -109,6 +109,36 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def real_pool(
+    source: Dataset | None, task: TaskSpec, target_examples: int, heldout_examples: int, seed: int, split: str = "train"
+) -> dict[int, dict[str, list[str]]]:
+    """Per class: the ``target`` texts (their mean gradient is the class target) and ``heldout``
+    texts (calibration), a seeded draw from ``source``; the evaluation harness reuses it."""
+    if source is None or len(source) == 0:
+        raise ValueError(f"The real {split} split is empty; give a dataset with examples.")
+    need = target_examples + heldout_examples
+    rng = random.Random(seed)
+    pool = {}
+    labels = source["label"]
+    texts = source["text"]
+    for c, name in enumerate(task.label_names):
+        idx = [i for i, lab in enumerate(labels) if lab == c]
+        if not idx:
+            raise ValueError(f"Class {name!r} has no example in the real {split} split.")
+        if len(idx) < need:
+            raise ValueError(
+                f"Class {name!r} has {len(idx)} examples in the real {split} split, fewer than "
+                f"target_examples + heldout_examples = {target_examples} + {heldout_examples}. "
+                "Lower --target-examples / --heldout-examples or use a larger split."
+            )
+        rng.shuffle(idx)
+        pool[c] = {
+            "target": [texts[i] for i in idx[:target_examples]],
+            "heldout": [texts[i] for i in idx[target_examples:need]],
+        }
+    return pool
+
+
 class GradMatchSynthesizer:
     """Makes readable synthetic texts whose fine-tuning gradient matches real data's (GRADMM).
 
@@ -186,32 +216,9 @@ class GradMatchSynthesizer:
 
     # ------------------------------------------------------------------ set-up
     def _real_pool(self) -> dict[int, dict[str, list[str]]]:
-        """Per class: ``target`` and ``heldout`` texts, a seeded draw from the chosen split."""
         args = self.args
         source = self.train_dataset if args.real_split == "train" else self.eval_dataset
-        if source is None or len(source) == 0:
-            raise ValueError(f"The real {args.real_split} split is empty; give a dataset with examples.")
-        need = args.target_examples + args.heldout_examples
-        rng = random.Random(args.seed)
-        pool = {}
-        labels = source["label"]
-        texts = source["text"]
-        for c, name in enumerate(self.task.label_names):
-            idx = [i for i, lab in enumerate(labels) if lab == c]
-            if not idx:
-                raise ValueError(f"Class {name!r} has no example in the real {args.real_split} split.")
-            if len(idx) < need:
-                raise ValueError(
-                    f"Class {name!r} has {len(idx)} examples in the real {args.real_split} split, fewer than "
-                    f"target_examples + heldout_examples = {args.target_examples} + {args.heldout_examples}. "
-                    "Lower --target-examples / --heldout-examples or use a larger split."
-                )
-            rng.shuffle(idx)
-            pool[c] = {
-                "target": [texts[i] for i in idx[: args.target_examples]],
-                "heldout": [texts[i] for i in idx[args.target_examples : need]],
-            }
-        return pool
+        return real_pool(source, self.task, args.target_examples, args.heldout_examples, args.seed, args.real_split)
 
     def _ids_or_eos(self, text: str) -> torch.Tensor:
         """``text`` tokenized with the tokenizer's special tokens, (1, n); its EOS when that is empty."""
@@ -523,7 +530,7 @@ class GradMatchSynthesizer:
             done[round_idx] = record
             self.state.global_step = len(done) * args.outer_steps  # also when a round stopped early
             self.state.epoch = len(done)
-            self._event("on_epoch_end")
+            self._event("on_epoch_end", finished_rounds=[done[i] for i in sorted(done)])
             self.log(
                 {
                     "round": round_idx,
@@ -545,11 +552,11 @@ class GradMatchSynthesizer:
             }
         )
         self._write_outputs(result)
-        self._event("on_train_end")
         if self._attn_to_restore:
             self.model.set_attn_implementation(self._attn_to_restore)
         for p, flag in self._grad_flags:
             p.requires_grad_(flag)
+        self._event("on_train_end", result=result)  # callbacks see the model as it was given
         return result
 
     synthesize = train

@@ -30,10 +30,11 @@ def test_info_table(capsys):
     assert "rotten_tomatoes" in out and "smollm2-135m" in out
 
 
-@pytest.mark.parametrize("command", ["evaluate"])
-def test_unbuilt_commands_say_so(command, capsys):
-    assert main([command, "--task", "rotten_tomatoes"]) == 2
-    assert "not built yet" in capsys.readouterr().err
+def test_evaluate_refuses_bad_input_clearly(capsys, tmp_path):
+    assert main(["evaluate", "--methods", "zero_shot,distillation", "--output", str(tmp_path / "r.json")]) == 1
+    assert "Unknown method" in capsys.readouterr().err
+    assert main(["evaluate", "--methods", "gradmm", "--output", str(tmp_path / "r.json")]) == 1
+    assert "needs --synthetic" in capsys.readouterr().err
 
 
 def test_unknown_command_and_task(capsys):

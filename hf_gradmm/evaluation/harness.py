@@ -1,0 +1,251 @@
+"""``hf-gradmm evaluate``: does the synthetic data train models, against the usual substitutes?
+
+For every target model, method and seed: build the method's training set at the budget (N
+examples per class), fine-tune with the shared recipe (checkpoint chosen on a real dev
+split), then score the real test split once. Prompt-only methods (zero-shot, few-shot) train
+nothing and are scored on the same test split. The table holds mean and std of test
+accuracy per method and model, and the mean NLL of each method's training texts under the
+generator beside that of real test texts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from hf_gradmm.classify import label_word_logprobs
+from hf_gradmm.evaluation import baselines
+from hf_gradmm.evaluation.finetune import FinetuneConfig, finetune
+from hf_gradmm.projection import text_nll
+from hf_gradmm.tasks import TaskSpec, load_task
+
+ALL_METHODS = ("zero_shot", "few_shot", "random", "herding", "kcenter", "llm", "real_pool", "gradmm")
+
+
+@dataclass
+class EvaluateArguments:
+    """What ``hf-gradmm evaluate`` compares (task flags and the fine-tuning recipe come beside it)."""
+
+    synthetic: str | None = field(
+        default=None,
+        metadata={
+            "help": "GRADMM synthesis output(s): DIR, or name=DIR pairs separated by commas (e.g. "
+            "'gradmm=out/rt,gradmm_centering=out/rt_c'); each is a method row."
+        },
+    )
+    models: str = field(default="smollm2-135m", metadata={"help": "Target models, comma-separated (names or ids)."})
+    generator: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model for coreset embeddings, LLM-generated texts and NLLs. Default: the synthesis run's "
+            "generator, else the first target model."
+        },
+    )
+    methods: str = field(default=",".join(ALL_METHODS), metadata={"help": f"Comma-separated, from {ALL_METHODS}."})
+    budget: int = field(default=10, metadata={"help": "Training examples per class for every method."})
+    seeds: int = field(default=3, metadata={"help": "Seeds per method and model (data draw and fine-tuning)."})
+    pool_size: int = field(default=200, metadata={"help": "Real examples per class the coresets choose from."})
+    llm_length: int = field(default=0, metadata={"help": "Tokens per LLM-generated text; 0: the synthesis's length."})
+    output: str = field(default="results.json", metadata={"help": "Results JSON; .md table and .png figure beside."})
+
+
+def _split(dataset, n: int, seed: int) -> tuple[list[str], list[int]]:
+    idx = list(range(len(dataset)))
+    if n and n < len(idx):
+        idx = sorted(random.Random(seed).sample(idx, n))
+    return [dataset[i]["text"] for i in idx], [dataset[i]["label"] for i in idx]
+
+
+def _mean_nll(model, tokenizer, texts: list[str]) -> float:
+    values = [v for v in text_nll(model, tokenizer, texts) if not math.isnan(v)]
+    return sum(values) / max(1, len(values))
+
+
+def test_accuracy(model, tokenizer, task: TaskSpec, test: tuple[list[str], list[int]], demonstrations=()) -> float:
+    """The one read of the test split per run."""
+    preds = label_word_logprobs(model, tokenizer, task, test[0], demonstrations, batch_size=32).argmax(-1).tolist()
+    return sum(int(p == y) for p, y in zip(preds, test[1])) / len(test[1])
+
+
+def _synthetic_dirs(spec: str | None) -> dict[str, Path]:
+    out = {}
+    for i, part in enumerate(p.strip() for p in (spec or "").split(",") if p.strip()):
+        name, _, path = part.rpartition("=")
+        out[name or ("gradmm" if i == 0 else f"gradmm_{i}")] = Path(path)
+    return out
+
+
+def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConfig, models: dict | None = None) -> dict:
+    """Run every (model, method, seed); returns the results dict (also written to ``args.output``).
+
+    ``models`` maps names to already loaded ``(model, tokenizer)`` pairs (the rest are loaded).
+    """
+    from hf_gradmm.config import GradMatchConfig
+    from hf_gradmm.models import load_model_and_tokenizer
+    from hf_gradmm.synthesizer import DEFAULT_PREFIX, real_pool
+
+    data, task = load_task(task)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {ALL_METHODS}.")
+    synthetic = _synthetic_dirs(args.synthetic)
+    if "gradmm" in methods and not synthetic:
+        raise ValueError("Method 'gradmm' needs --synthetic DIR (a synthesize output folder).")
+    for path in synthetic.values():
+        if not path.exists():
+            raise ValueError(f"Synthetic folder {path} does not exist.")
+    rows = [m for m in methods if m != "gradmm"] + (list(synthetic) if "gradmm" in methods else [])
+    loaded = dict(models or {})
+
+    def get(name):
+        if name not in loaded:
+            loaded[name] = load_model_and_tokenizer(name)
+        return loaded[name]
+
+    first_dir = next(iter(synthetic.values()), None)
+    synth_config, synth_metrics = GradMatchConfig(), {}
+    if first_dir is not None:
+        from hf_gradmm.builder import read_synthesis_dir
+
+        _, synth_config, synth_metrics = read_synthesis_dir(first_dir)
+    model_names = [m.strip() for m in args.models.split(",") if m.strip()]
+    generator_name = args.generator or synth_metrics.get("generator") or model_names[0]
+    gen_model, gen_tok = get(generator_name)
+
+    dev = _split(data["validation"], recipe.dev_examples, seed=0)
+    test = _split(data["test"], recipe.test_examples, seed=1)
+    lengths = [len(gen_tok(t, add_special_tokens=False)["input_ids"]) for t in data["train"]["text"][:500]]
+    length = args.llm_length or max(2, round(statistics.mean(lengths)))
+
+    def training_set(method: str, seed: int) -> tuple[list[str], list[int]]:
+        if method == "random" or method == "few_shot":
+            return baselines.random_real(data["train"], task, args.budget, seed)
+        if method in ("herding", "kcenter"):
+            return baselines.coreset(method, gen_model, gen_tok, data["train"], task, args.budget, seed, args.pool_size)
+        if method == "llm":
+            prefix = synth_config.projection_prefix or DEFAULT_PREFIX
+            return baselines.llm_generated(gen_model, gen_tok, task, args.budget, seed, length, prefix)
+        if method == "real_pool":
+            pool = real_pool(data["train"], task, synth_config.target_examples, 0, synth_config.seed)
+            return [t for c in pool for t in pool[c]["target"]], [c for c in pool for _ in pool[c]["target"]]
+        if method in synthetic:
+            return baselines.gradmm_texts(synthetic[method], task, args.budget)
+        return [], []  # zero_shot
+
+    sets = {(m, s): training_set(m, s) for m in rows for s in range(args.seeds) if m != "zero_shot"}
+    runs = []
+    per_model = sum(1 if m == "zero_shot" else args.seeds for m in rows)
+    bar = tqdm(total=len(model_names) * per_model, desc="evaluate", unit="run")
+    for model_name in model_names:
+        model, tok = get(model_name)
+        for method in rows:
+            for seed in range(1 if method == "zero_shot" else args.seeds):  # zero-shot is deterministic
+                bar.set_postfix(model=model_name, method=method, seed=seed, refresh=False)
+                start = time.perf_counter()
+                run = {"model": model_name, "method": method, "seed": seed}
+                if method == "zero_shot":
+                    run["test_accuracy"] = test_accuracy(model, tok, task, test)
+                elif method == "few_shot":
+                    texts, labels = sets[(method, seed)]
+                    demos = list(zip(texts, labels))
+                    random.Random(seed).shuffle(demos)
+                    run.update(examples=len(texts), test_accuracy=test_accuracy(model, tok, task, test, demos))
+                else:
+                    texts, labels = sets[(method, seed)]
+                    tuned, history, best_step = finetune(model, tok, task, texts, labels, dev, recipe, seed)
+                    run.update(examples=len(texts), dev_history=history, best_step=best_step)
+                    run["test_accuracy"] = test_accuracy(tuned, tok, task, test)
+                    del tuned
+                run["seconds"] = time.perf_counter() - start
+                runs.append(run)
+                bar.update(1)
+    bar.close()
+    nll = {m: _mean_nll(gen_model, gen_tok, sets[(m, 0)][0]) for m in rows if (m, 0) in sets}
+    nll["real test texts"] = _mean_nll(gen_model, gen_tok, test[0][:200])
+    results = {
+        "task": task.name,
+        "num_labels": task.num_labels,
+        "generator": generator_name,
+        "budget_per_class": args.budget,
+        "seeds": args.seeds,
+        "dev_examples": len(dev[0]),
+        "test_examples": len(test[0]),
+        "recipe": asdict(recipe),
+        "arguments": asdict(args),
+        "training_nll_under_generator": nll,
+        "summary": summarise(runs),
+        "runs": runs,
+    }
+    write_outputs(results, Path(args.output))
+    return results
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean, std (sample; 0 for one run) and count of test accuracy per method and model."""
+    out: dict[str, dict] = {}
+    for run in runs:
+        out.setdefault(run["method"], {}).setdefault(run["model"], []).append(run["test_accuracy"])
+    return {
+        method: {
+            model: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+            for model, v in per_model.items()
+        }
+        for method, per_model in out.items()
+    }
+
+
+def markdown_table(results: dict) -> str:
+    models = sorted({run["model"] for run in results["runs"]}, key=[r["model"] for r in results["runs"]].index)
+    examples = {}
+    for run in results["runs"]:
+        examples.setdefault(run["method"], run.get("examples", 0))
+    head = f"| method | examples | NLL under {results['generator']} | " + " | ".join(models) + " |"
+    lines = [head, "|" + " --- |" * (3 + len(models))]
+    for method, per_model in results["summary"].items():
+        cells = [f"{per_model[m]['mean']:.3f} ± {per_model[m]['std']:.3f} (n={per_model[m]['n']})" for m in models]
+        nll = results["training_nll_under_generator"].get(method)
+        lines.append(
+            f"| {method} | {examples[method] or '-'} | {f'{nll:.2f}' if nll is not None else '-'} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    real = results["training_nll_under_generator"].get("real test texts")
+    return "\n".join(lines) + f"\n\nNLL of real test texts under the generator: {real:.2f}.\n"
+
+
+def write_outputs(results: dict, output: Path) -> None:
+    """results.json, the Markdown table (.md) and a bar chart (.png) of accuracy per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2))
+    output.with_suffix(".md").write_text(markdown_table(results))
+    summary = results["summary"]
+    methods = list(summary)
+    models = list(dict.fromkeys(run["model"] for run in results["runs"]))
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(methods)), 4))
+    for k, model in enumerate(models):
+        xs = [i + k * width for i in range(len(methods))]
+        means = [summary[m][model]["mean"] if model in summary[m] else 0 for m in methods]
+        stds = [summary[m][model]["std"] if model in summary[m] else 0 for m in methods]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=model)
+    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(methods))], methods, rotation=30)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{results['task']}: {results['budget_per_class']} examples per class, {results['seeds']} seeds")
+    ax.axhline(1 / results["num_labels"], color="grey", lw=0.5, ls="--")  # chance
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(output.with_suffix(".png"), dpi=120)
+    plt.close(fig)
