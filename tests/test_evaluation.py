@@ -127,18 +127,19 @@ def test_transfer_callback_scores_the_synthesis_at_the_end(tiny_llama, smollm2_t
 
 @pytest.mark.slow
 def test_real_model_fine_tuning_on_real_examples_beats_zero_shot(smollm2, rotten_tomatoes):
-    """SmolLM2, LoRA on 10 real examples per class, 10 steps: test accuracy on 100 real test texts
-    rises above the zero-shot model's (which calls most texts positive)."""
-    model, tok = smollm2
-    data, task = rotten_tomatoes
+    """SmolLM2 with the recipe of docs/results.md (LoRA, 20 steps, dev 100, test 300), seed 0, on
+    10 random real examples per class: test accuracy rises clearly above the zero-shot model's
+    (docs/results.md measured 0.790 against 0.650 for this run)."""
     from hf_gradmm.evaluation.baselines import random_real
 
+    model, tok = smollm2
+    data, task = rotten_tomatoes
     texts, labels = random_real(data["train"], task, 10, seed=0)
-    dev = harness._split(data["validation"], 40, seed=0)
-    test = harness._split(data["test"], 100, seed=1)
-    recipe = FinetuneConfig(finetune="lora", max_steps=10, eval_steps=5, dev_examples=40)
+    dev = harness._split(data["validation"], 100, seed=0)
+    test = harness._split(data["test"], 300, seed=1)
+    recipe = FinetuneConfig(finetune="lora", max_steps=20, eval_steps=10, dev_examples=100, test_examples=300)
     tuned, history, best_step = finetune(model, tok, task, texts, labels, dev, recipe, seed=0)
     zero = harness.test_accuracy(model, tok, task, test)
     after = harness.test_accuracy(tuned, tok, task, test)
-    assert best_step in (5, 10) and len(history) == 2
-    assert after > zero, (zero, after, history)
+    assert [step for step, _ in history] == [10, 20] and best_step == max(history, key=lambda h: h[1])[0]
+    assert after > zero + 0.05, (zero, after, history)
