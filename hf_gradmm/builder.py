@@ -32,7 +32,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from hf_gradmm.classify import label_word_logprobs
 from hf_gradmm.config import GradMatchConfig
 from hf_gradmm.memorisation import memorisation_report
-from hf_gradmm.projection import text_nll
+from hf_gradmm.projection import mean_text_nll
 from hf_gradmm.tasks import load_task
 
 BUILD_REPORT = "build_report.json"
@@ -356,9 +356,8 @@ class SyntheticDatasetBuilder:
         """Mean NLL and perplexity of a seeded sample of real training texts under the same model."""
         train = self.real["train"]
         idx = random.Random(self.args.seed).sample(range(len(train)), min(self.args.real_nll_examples, len(train)))
-        values = [v for v in text_nll(self.model, self.tokenizer, [train[i]["text"] for i in idx]) if not math.isnan(v)]
-        nll = sum(values) / max(1, len(values))
-        return {"texts": len(values), "mean_nll": nll, "perplexity": math.exp(nll)}
+        nll = mean_text_nll(self.model, self.tokenizer, [train[i]["text"] for i in idx])
+        return {"texts": len(idx), "mean_nll": nll, "perplexity": math.exp(nll)}
 
     def _dataset_dict(self, rows: list[dict]) -> DatasetDict:
         names = list(self.task.label_names)

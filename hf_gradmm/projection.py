@@ -155,10 +155,10 @@ def token_logprobs(model: nn.Module, prefix_ids: Tensor, ids: Tensor) -> Tensor:
     return position_logprobs(model, prefix_ids, ids).gather(2, ids[..., None]).squeeze(-1)
 
 
-def start_ids(tokenizer) -> Tensor:
-    """The tokenizer's start token(s) as a (1, n) batch, or its EOS when it adds none: the
-    context every text's NLL is measured from."""
-    ids = tokenizer("", add_special_tokens=True)["input_ids"] or [tokenizer.eos_token_id]
+def start_ids(tokenizer, text: str = "") -> Tensor:
+    """``text`` tokenized with the tokenizer's special tokens as a (1, n) batch, or its EOS when
+    that is empty. ``start_ids(tokenizer)``: the context every text's NLL is measured from."""
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"] or [tokenizer.eos_token_id]
     return torch.tensor([ids], dtype=torch.long)
 
 
@@ -170,6 +170,12 @@ def text_nll(model: nn.Module, tokenizer, texts: list[str]) -> list[float]:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         out.append(float(-token_logprobs(model, start, torch.tensor([ids])).mean()) if ids else float("nan"))
     return out
+
+
+def mean_text_nll(model: nn.Module, tokenizer, texts: list[str]) -> float:
+    """Mean of :func:`text_nll` over the non-empty texts."""
+    values = [v for v in text_nll(model, tokenizer, texts) if v == v]  # NaN != NaN
+    return sum(values) / max(1, len(values))
 
 
 @torch.no_grad()

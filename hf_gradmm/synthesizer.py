@@ -34,11 +34,11 @@ from hf_gradmm.gradients import ClassTarget, class_target, encode_prompts, lm_he
 from hf_gradmm.objective import MatchingObjective, template_parts
 from hf_gradmm.projection import (
     allowed_vocabulary,
+    mean_text_nll,
     project,
     sample_texts,
     start_ids,
     swap_refine,
-    text_nll,
     token_logprobs,
 )
 from hf_gradmm.tasks import TaskSpec, label_token_ids, load_task
@@ -220,11 +220,6 @@ class GradMatchSynthesizer:
         source = self.train_dataset if args.real_split == "train" else self.eval_dataset
         return real_pool(source, self.task, args.target_examples, args.heldout_examples, args.seed, args.real_split)
 
-    def _ids_or_eos(self, text: str) -> torch.Tensor:
-        """``text`` tokenized with the tokenizer's special tokens, (1, n); its EOS when that is empty."""
-        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"] or [self.tokenizer.eos_token_id]
-        return torch.tensor([ids], dtype=torch.long)
-
     def _prefix_text(self, label: int) -> str:
         template = self.args.projection_prefix if self.args.projection_prefix is not None else DEFAULT_PREFIX
         return template.format(
@@ -254,7 +249,7 @@ class GradMatchSynthesizer:
         self.pool = self._real_pool()
         self.lead_ids, self.tail_ids = template_parts(self.task.template, self.tokenizer)
         self.start_ids = start_ids(self.tokenizer)  # context of a text's NLL
-        self.prefix_ids = {c: self._ids_or_eos(self._prefix_text(c)) for c in range(self.task.num_labels)}
+        self.prefix_ids = {c: start_ids(self.tokenizer, self._prefix_text(c)) for c in range(self.task.num_labels)}
         self.allowed = allowed_vocabulary(
             self.tokenizer, self.model.get_input_embeddings().weight.shape[0], args.vocab_filter
         )
@@ -622,11 +617,7 @@ class GradMatchSynthesizer:
             words = t.split()
             rng.shuffle(words)
             shuffled.append(" ".join(words))
-        return self._mean_nll(shuffled)
-
-    def _mean_nll(self, texts: list[str]) -> float:
-        values = [v for v in text_nll(self.model, self.tokenizer, texts) if not math.isnan(v)]
-        return sum(values) / max(1, len(values))
+        return mean_text_nll(self.model, self.tokenizer, shuffled)
 
     def calibration(self, rounds: list[RoundRecord]) -> dict:
         """Per class, distances to the class target of (a) held-out same-class real texts, (b) other

@@ -21,7 +21,6 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from hf_gradmm.classify import label_word_logprobs
 from hf_gradmm.tasks import TaskSpec, label_token_ids
 
 ACCURACY = str(Path(__file__).with_name("label_word_accuracy.py"))
@@ -48,12 +47,6 @@ class FinetuneConfig:
             raise ValueError(f"finetune={self.finetune!r} is not one of ('full', 'lora').")
         if min(self.max_steps, self.batch_size, self.eval_steps, self.patience) < 1:
             raise ValueError("max_steps, batch_size, eval_steps and patience must be >= 1.")
-
-
-def accuracy(model, tokenizer, task: TaskSpec, texts: list[str], labels: list[int], batch_size: int = 32) -> float:
-    """Zero-shot label-word accuracy of ``model`` on real examples."""
-    preds = label_word_logprobs(model, tokenizer, task, texts, batch_size=batch_size).argmax(-1).tolist()
-    return evaluate.load(ACCURACY).compute(predictions=preds, references=labels)["accuracy"]
 
 
 def _encode(tokenizer, task: TaskSpec, texts: list[str], labels: list[int], max_length: int) -> Dataset:

@@ -11,7 +11,6 @@ generator beside that of real test texts.
 from __future__ import annotations
 
 import json
-import math
 import random
 import statistics
 import time
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 from hf_gradmm.classify import label_word_logprobs
 from hf_gradmm.evaluation import baselines
 from hf_gradmm.evaluation.finetune import FinetuneConfig, finetune
-from hf_gradmm.projection import text_nll
+from hf_gradmm.projection import mean_text_nll
 from hf_gradmm.tasks import TaskSpec, load_task
 
 ALL_METHODS = ("zero_shot", "few_shot", "random", "herding", "kcenter", "llm", "real_pool", "gradmm")
@@ -61,11 +60,6 @@ def _split(dataset, n: int, seed: int) -> tuple[list[str], list[int]]:
     if n and n < len(idx):
         idx = sorted(random.Random(seed).sample(idx, n))
     return [dataset[i]["text"] for i in idx], [dataset[i]["label"] for i in idx]
-
-
-def _mean_nll(model, tokenizer, texts: list[str]) -> float:
-    values = [v for v in text_nll(model, tokenizer, texts) if not math.isnan(v)]
-    return sum(values) / max(1, len(values))
 
 
 def test_accuracy(model, tokenizer, task: TaskSpec, test: tuple[list[str], list[int]], demonstrations=()) -> float:
@@ -168,8 +162,8 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
                 runs.append(run)
                 bar.update(1)
     bar.close()
-    nll = {m: _mean_nll(gen_model, gen_tok, sets[(m, 0)][0]) for m in rows if (m, 0) in sets}
-    nll["real test texts"] = _mean_nll(gen_model, gen_tok, test[0][:200])
+    nll = {m: mean_text_nll(gen_model, gen_tok, sets[(m, 0)][0]) for m in rows if (m, 0) in sets}
+    nll["real test texts"] = mean_text_nll(gen_model, gen_tok, test[0][:200])
     results = {
         "task": task.name,
         "num_labels": task.num_labels,
