@@ -67,10 +67,10 @@ def label_word_logprobs(
 def _after_prefix(model: nn.Module, tokenizer, prefix, prompts: list[str]) -> Tensor:
     """Next-token logits at the end of each prompt, read after a cached prefix (right padding, so
     every token keeps its true position)."""
-    batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
-    if tokenizer.padding_side != "right":
-        side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
         batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+    finally:
         tokenizer.padding_side = side
     n = len(prompts)
     cache = copy.deepcopy(prefix)
