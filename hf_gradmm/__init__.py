@@ -2,13 +2,19 @@
 
 __version__ = "0.1.0"
 
+from hf_gradmm.builder import BuilderConfig, SyntheticDatasetBuilder
 from hf_gradmm.callbacks import JsonlLoggerCallback, SynthesisProgressCallback
 from hf_gradmm.config import GradMatchConfig
+from hf_gradmm.evaluation import FinetuneConfig, TransferCallback
 from hf_gradmm.models import DEFAULT_MODEL, MODELS, load_model_and_tokenizer
 from hf_gradmm.synthesizer import GradMatchSynthesizer, SynthesisError, SynthesisResult, SyntheticText
 from hf_gradmm.tasks import DEFAULT_TASK, TASKS, TaskSpec, get_task, label_token_ids, load_task, resolve_task
 
 __all__ = [
+    "BuilderConfig",
+    "FinetuneConfig",
+    "SyntheticDatasetBuilder",
+    "TransferCallback",
     "DEFAULT_MODEL",
     "DEFAULT_TASK",
     "GradMatchConfig",

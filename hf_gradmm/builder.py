@@ -36,6 +36,7 @@ from hf_gradmm.projection import mean_text_nll
 from hf_gradmm.tasks import load_task
 
 BUILD_REPORT = "build_report.json"
+MEMORISATION_LOCAL = "memorisation_with_real_texts.jsonl"  # names real training texts: never pushed
 CONFIG_FILE = "gradmm_config.yaml"
 DATA_DIR = "data"
 
@@ -74,7 +75,7 @@ class BuilderConfig:
         default=True,
         metadata={
             "help": "Contextual calibration of the label filter: subtract the class log-probabilities of "
-            "content-free inputs ('N/A', '', '[MASK]'). Without it SmolLM2 calls 99% of real Rotten Tomatoes "
+            "content-free inputs ('N/A', '', '[MASK]'). Without it SmolLM2 calls 99 percent of real Rotten Tomatoes "
             "texts positive (docs/builder.md)."
         },
     )
@@ -201,6 +202,15 @@ class SyntheticDatasetBuilder:
         )
         task = self.synthesis_config.to_task()
         self.real, self.task = real_data if real_data is not None else load_task(task)
+        # DP synthesis: what this builder publishes may depend on the real data only through the noisy targets.
+        self.dp = bool(self.synthesis_metrics.get("dp"))
+        leaks = []
+        if self.args.fewshot == "real":
+            leaks.append("fewshot='real' shows real examples to the label filter: use task or none")
+        if self.args.include_real_splits:
+            leaks.append("include_real_splits publishes real examples: leave it off")
+        if self.dp and leaks:
+            raise ValueError(f"{self.source_dir} was synthesized with differential privacy; " + "; ".join(leaks) + ".")
         self.report: dict = {}
         self.dataset: DatasetDict | None = None
         self.memorisation: list[dict] = []
@@ -282,7 +292,9 @@ class SyntheticDatasetBuilder:
             [r["text"] for r in rows], list(self.real["train"]["text"]), args.copy_ngram
         )
         for r, m in zip(rows, self.memorisation):
-            r.update({k: m[k] for k in ("longest_common_ngram", "ngram8_share", "copied")})
+            # DP: the comparison with the real data stays in the local file; the published columns are empty.
+            r.update({k: None if self.dp else m[k] for k in ("longest_common_ngram", "ngram8_share", "copied")})
+        self.memorisation_summary = memo_summary
         rows.sort(key=lambda r: (r["label"], r["round"], r["score"]))
         self.dataset = self._dataset_dict(rows)
         self.report = {
@@ -295,12 +307,14 @@ class SyntheticDatasetBuilder:
                 "calibrated": args.fewshot_calibration,
             },
             "per_class": self._class_stats(rows),
-            "memorisation": memo_summary,
-            "real_reference": self._real_reference(),
+            # DP: both compare with the real data, so neither is published (the local file keeps the comparison).
+            "memorisation": None if self.dp else memo_summary,
+            "real_reference": None if self.dp else self._real_reference(),
             "synthesis": {
                 "generator": self.generator,
                 "calibration": self.synthesis_metrics.get("calibration"),
                 "dp": self.synthesis_metrics.get("dp"),
+                "target_checkpoints": self.synthesis_metrics.get("target_checkpoints"),
             },
             "builder_config": asdict(args),
         }
@@ -411,9 +425,14 @@ class SyntheticDatasetBuilder:
         }
         (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         (folder / BUILD_REPORT).write_text(json.dumps(self.report, indent=2))
-        with open(folder / "memorisation.jsonl", "w") as f:
+        # The figures are shareable; the nearest real texts are the real data itself: a local file only,
+        # never pushed (hub.EXTRA_FILES), so a push never publishes a real training example.
+        with open(folder / "memorisation.jsonl", "w") as public, open(folder / MEMORISATION_LOCAL, "w") as local:
             for row, text in zip(self.memorisation, self.dataset["train"]["text"]):
-                f.write(json.dumps({"text": text, **row}) + "\n")
+                figures = {k: v for k, v in row.items() if k != "nearest_real_text"}
+                if not self.dp:  # DP: the pushed file names the texts only
+                    public.write(json.dumps({"text": text, **figures}) + "\n")
+                local.write(json.dumps({"text": text, **row}) + "\n")
         card = dataset_card(self.report, config, self.task, self.dataset, license=self.args.license)
         card.save(str(folder / "README.md"))
         return folder

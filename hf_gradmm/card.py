@@ -81,6 +81,14 @@ def dataset_card(
             "not a privacy guarantee. The memorisation statistics below measure verbatim overlap only."
         ),
     ]
+    checkpoints = (report["synthesis"].get("target_checkpoints") or {}).get("checkpoints") or []
+    if any(c["name"] != "theta0" for c in checkpoints):
+        lines.append(
+            "- **Targets along a fine-tuning trajectory:** the gradients were matched at "
+            + ", ".join(f"`{c['name']}` (weight {c['weight']:.2f}; {c['source']})" for c in checkpoints)
+            + ". Checkpoints named `trajectory:K/i` were fine-tuned on the same real target examples, so those "
+            "examples reached the texts through every checkpoint's target, not through theta0's alone."
+        )
     if real_splits:
         lines.append(
             f"- **Real data included:** the splits {', '.join(real_splits)} are the task's real examples "
@@ -98,9 +106,12 @@ def dataset_card(
             f"| {name} | {s['texts']} | {_f(s['mean_match_distance'])} | {_f(s['mean_nll'], 3)} | "
             f"{_f(s['perplexity'], 1)} |"
         )
+    if real:  # not computed under DP (it reads real texts)
+        lines.append(
+            f"| real (reference) | {real['texts']} sampled training texts | - | {_f(real['mean_nll'], 3)} | "
+            f"{_f(real['perplexity'], 1)} |"
+        )
     lines += [
-        f"| real (reference) | {real['texts']} sampled training texts | - | {_f(real['mean_nll'], 3)} | "
-        f"{_f(real['perplexity'], 1)} |",
         "",
         f"Mean token NLL under `{generator}` from its start token, no prompt. Matching distance: "
         f"{synth['distance']} distance between a text's own gradient ({synth['matched_params']}) and its "
@@ -122,6 +133,17 @@ def dataset_card(
                 f"{_f(c.get('model_sampled'))} | {_f(c.get('gradmm_initial'))} | {_f(c.get('gradmm_final'))} |"
             )
     dropped = ", ".join(f"{k}: {v}" for k, v in filt["dropped"].items()) or "none"
+    memo_text = (
+        f"Every text was compared with the {memo['real_texts_compared']} real training texts (lower-cased words): "
+        f"longest run of consecutive words shared with one real text: mean {_f(memo['mean_longest_common_ngram'], 1)}"
+        f", max {memo['max_longest_common_ngram']}; share of word 8-grams found in the real data: mean "
+        f"{_f(memo['mean_ngram8_share'], 3)}, max {_f(memo['max_ngram8_share'], 3)}; texts flagged as copies "
+        f"(a shared run of >= {memo['copy_ngram']} words): **{memo['flagged_copies']}**. Per-text figures are in "
+        "the `longest_common_ngram`, `ngram8_share` and `copied` columns."
+        if memo
+        else "Not published: the data was made with differential privacy, and a comparison with the real texts "
+        "would read them outside the privatised targets (the builder keeps it in a local file)."
+    )
     lines += [
         "",
         "## Filtering",
@@ -134,12 +156,7 @@ def dataset_card(
         "",
         "## Memorisation",
         "",
-        f"Every text was compared with the {memo['real_texts_compared']} real training texts (lower-cased words): "
-        f"longest run of consecutive words shared with one real text: mean {_f(memo['mean_longest_common_ngram'], 1)}"
-        f", max {memo['max_longest_common_ngram']}; share of word 8-grams found in the real data: mean "
-        f"{_f(memo['mean_ngram8_share'], 3)}, max {_f(memo['max_ngram8_share'], 3)}; texts flagged as copies "
-        f"(a shared run of >= {memo['copy_ngram']} words): **{memo['flagged_copies']}**. Per-text figures are in "
-        "the `longest_common_ngram`, `ngram8_share` and `copied` columns.",
+        memo_text,
     ]
     dp = report["synthesis"].get("dp")
     if dp:

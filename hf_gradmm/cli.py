@@ -8,6 +8,7 @@ the command line override it.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -136,8 +137,11 @@ def synthesize(config, model_args) -> None:
     model, tokenizer = load_model_and_tokenizer(
         model_args.model, dtype=torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
     )
-    result = GradMatchSynthesizer(model, config, processing_class=tokenizer).train()
+    synthesizer = GradMatchSynthesizer(model, config, processing_class=tokenizer)
+    result = synthesizer.train()
     seconds = time.perf_counter() - start
+    if synthesizer.rank != 0:  # several processes: the main one reports
+        return
     print(
         f"\n{len(result.texts)} synthetic texts in {result.output_dir} ({seconds:.0f} s); "
         f"load with datasets.load_from_disk({result.output_dir!r})"
@@ -153,11 +157,10 @@ def synthesize(config, model_args) -> None:
             f"  {'class':<12} {'held-out real':>13} {'other class':>12} {'model sampled':>14} "
             f"{'GRADMM init':>12} {'GRADMM final':>13}"
         )
-        for name, c in calibration.items():
-            print(
-                f"  {name:<12} {c['heldout_same_class']:>13.4f} {c['other_classes']:>12.4f} "
-                f"{c['model_sampled']:>14.4f} {c['gradmm_initial']:>12.4f} {c['gradmm_final']:>13.4f}"
-            )
+        keys = ("heldout_same_class", "other_classes", "model_sampled", "gradmm_initial", "gradmm_final")
+        for name, c in calibration.items():  # n/a: not computed (e.g. no held-out texts in DP mode)
+            cells = ["n/a" if c[k] is None else f"{c[k]:.4f}" for k in keys]
+            print(f"  {name:<12} {cells[0]:>13} {cells[1]:>12} {cells[2]:>14} {cells[3]:>12} {cells[4]:>13}")
 
 
 def bench(model_args, task_args, args) -> dict:
@@ -265,14 +268,37 @@ commands:
   build       filter, score and package a synthesis output (dataset, card, exports)
   push        push a built dataset, its card and config to the Hub (builds a synthesis output first)
   evaluate    fine-tune target models on GRADMM data and on baselines at equal budget; one table
+  audit       membership inference: can a model fine-tuned on the data tell the real target examples apart?
 
 Run 'hf-gradmm <command> --help' for a command's options."""
 
 
-def main(argv: list[str] | None = None) -> int:
+def command_arguments(command: str) -> list[type]:
+    """The argument dataclasses of a subcommand, in parsing order (also read by hf_gradmm.reference)."""
     from hf_gradmm.arguments import ModelArguments, TaskArguments
+    from hf_gradmm.bench import BenchArguments
+    from hf_gradmm.builder import BuilderConfig
     from hf_gradmm.config import GradMatchConfig
+    from hf_gradmm.evaluation import EvaluateArguments, FinetuneConfig
+    from hf_gradmm.evaluation.audit import AuditArguments
 
+    return {
+        "info": [InfoArguments],
+        "preview": [TaskArguments, ModelArguments, PreviewArguments],
+        "synthesize": [GradMatchConfig, ModelArguments],
+        "bench": [ModelArguments, TaskArguments, BenchArguments],
+        "build": [SourceArguments, BuilderConfig],
+        "push": [SourceArguments, PushArguments, BuilderConfig],
+        "evaluate": [TaskArguments, EvaluateArguments, FinetuneConfig],
+        "audit": [AuditArguments, FinetuneConfig],
+    }[command]
+
+
+COMMANDS = ("info", "preview", "synthesize", "bench", "build", "push", "evaluate", "audit")
+POSITIONAL = {"bench": "--what", "build": "--path", "push": "--path"}  # first bare argument -> this flag
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(USAGE)
@@ -281,44 +307,42 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"hf-gradmm: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
+        return 2
+    if command in POSITIONAL and rest and not rest[0].startswith("-"):
+        rest = [POSITIONAL[command], rest[0], *rest[1:]]
     try:
+        parsed = _parse(command_arguments(command), rest)
+        if command == "synthesize" and parsed[0].num_processes > 1 and "WORLD_SIZE" not in os.environ:
+            from hf_gradmm.distributed import launch
+
+            return launch([command, *rest], parsed[0].num_processes)
         if command == "info":
-            (args,) = _parse([InfoArguments], rest)
-            info(json_output=args.json)
+            info(json_output=parsed[0].json)
         elif command == "preview":
-            task_args, model_args, args = _parse([TaskArguments, ModelArguments, PreviewArguments], rest)
-            preview(task_args, model_args, args)
+            preview(*parsed)
         elif command == "synthesize":
-            config, model_args = _parse([GradMatchConfig, ModelArguments], rest)
-            synthesize(config, model_args)
+            synthesize(*parsed)
         elif command == "bench":
-            from hf_gradmm.bench import BenchArguments
-
-            if rest and not rest[0].startswith("-"):
-                rest = ["--what", rest[0], *rest[1:]]
-            model_args, task_args, args = _parse([ModelArguments, TaskArguments, BenchArguments], rest)
-            bench(model_args, task_args, args)
-        elif command in {"build", "push"}:
-            from hf_gradmm.builder import BuilderConfig
-
-            if rest and not rest[0].startswith("-"):
-                rest = ["--path", rest[0], *rest[1:]]
-            if command == "build":
-                build(*_parse([SourceArguments, BuilderConfig], rest))
-            else:
-                push(*_parse([SourceArguments, PushArguments, BuilderConfig], rest))
+            bench(*parsed)
+        elif command == "build":
+            build(*parsed)
+        elif command == "push":
+            push(*parsed)
         elif command == "evaluate":
-            from hf_gradmm.evaluation import EvaluateArguments, FinetuneConfig, run_evaluation
-
-            task_args, args, recipe = _parse([TaskArguments, EvaluateArguments, FinetuneConfig], rest)
-            results = run_evaluation(task_args.to_task(), args, recipe)
+            from hf_gradmm.evaluation import run_evaluation
             from hf_gradmm.evaluation.harness import markdown_table
 
+            task_args, args, recipe = parsed
+            results = run_evaluation(task_args.to_task(), args, recipe)
             print(markdown_table(results))
             print(f"wrote {args.output} and its .md table and .png figure")
-        else:
-            print(f"hf-gradmm: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
-            return 2
+        elif command == "audit":
+            from hf_gradmm.evaluation.audit import audit_table, run_audit
+
+            print(audit_table(run_audit(*parsed)))
+            print(f"wrote {parsed[0].output} and its .md table")
     except (ValueError, RuntimeError, OSError) as err:
         print(f"hf-gradmm {command}: error: {err}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from hf_gradmm.arguments import TaskArguments
 
 # Fields that change where and how a run reports, not what it computes: a resumed run may change them.
-RUNTIME_FIELDS = ("output_dir", "resume", "report_to", "logging_steps", "disable_tqdm")
+RUNTIME_FIELDS = ("output_dir", "resume", "report_to", "logging_steps", "disable_tqdm", "num_processes")
 
 
 @dataclass
@@ -158,6 +158,43 @@ class GradMatchConfig(TaskArguments):
             "(per-example hooks and double backward; eager attention)."
         },
     )
+    # ---- targets along the fine-tuning trajectory ----------------------------------------------
+    target_checkpoints: str = field(
+        default="theta0",
+        metadata={
+            "help": "Comma-separated checkpoints the class targets are computed at; the x-step matches all of them "
+            "(weighted mean of the distances). 'theta0': the model as given (the paper). 'trajectory:K': K evenly "
+            "spaced checkpoints of a short fine-tuning on the real target pool (trajectory_* fields), saved in "
+            "output_dir/trajectory. A local folder or Hub id: a PEFT adapter of the model or a full model with the "
+            "same vocabulary (e.g. a checkpoint of your own Trainer run). Example: 'theta0,trajectory:2'."
+        },
+    )
+    target_checkpoint_weights: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated weight per checkpoint, in the expanded order of target_checkpoints "
+            "(trajectory:K counts K); normalised to sum 1. Empty: equal weights."
+        },
+    )
+    trajectory_finetune: str = field(
+        default="lora",
+        metadata={
+            "help": "trajectory:K fine-tuning: 'lora' (adapters on every linear layer; the K checkpoints share one "
+            "copy of the base model) or 'full' (K full models in memory)."
+        },
+    )
+    trajectory_steps: int = field(
+        default=20,
+        metadata={
+            "help": "trajectory:K: optimizer steps of the fine-tuning; checkpoints every trajectory_steps / K steps "
+            "(must divide). 20 is where SmolLM2's class targets separate (docs/trajectory.md)."
+        },
+    )
+    trajectory_lr: float = field(
+        default=0.0,
+        metadata={"help": "trajectory:K learning rate; 0 = the evaluation harness's (LoRA 5e-4, full 2e-5)."},
+    )
+    trajectory_batch_size: int = field(default=8, metadata={"help": "trajectory:K training batch size."})
     # ---- real data -----------------------------------------------------------------------------
     real_split: str = field(
         default="train", metadata={"help": "Split the real pool is drawn from: 'train' or 'validation'."}
@@ -175,6 +212,37 @@ class GradMatchConfig(TaskArguments):
         metadata={
             "help": "Report per class the distance to the class target of held-out real texts, other classes' "
             "texts, the model's own sampled texts, and the GRADMM texts (initial and final)."
+        },
+    )
+    # ---- differential privacy --------------------------------------------------------------------
+    dp_epsilon: float = field(
+        default=0.0,
+        metadata={
+            "help": "Differential privacy of the class targets: epsilon > 0 clips every target example's gradient, "
+            "adds Gaussian noise once per class target (calibrated by dp-accounting) and refuses every option "
+            "that would let real data reach the output another way. 0 = off (docs/privacy.md)."
+        },
+    )
+    dp_delta: float = field(
+        default=1e-5,
+        metadata={"help": "DP delta; keep it well below 1 / (number of target examples)."},
+    )
+    dp_clip_norm: float = field(
+        default=1.0,
+        metadata={"help": "DP: per-example gradient norm bound C (lm_head: ||a|| ||h||, computed in closed form)."},
+    )
+    dp_neighbouring: str = field(
+        default="add_remove",
+        metadata={
+            "help": "DP neighbouring relation: 'add_remove' (one target example added or removed; sensitivity C/n) "
+            "or 'replace_one' (one replaced; 2C/n). n = target_examples, a public count."
+        },
+    )
+    dp_public_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "DP with target_checkpoints folders: assert they never saw the private data or were trained "
+            "with DP (their budget is not included in dp_epsilon). Without it, DP mode refuses them."
         },
     )
     # ---- run -----------------------------------------------------------------------------------
@@ -200,6 +268,14 @@ class GradMatchConfig(TaskArguments):
         metadata={"help": "'jsonl': append every log to output_dir/log_history.jsonl; 'none': callbacks only."},
     )
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
+    num_processes: int = field(
+        default=1,
+        metadata={
+            "help": "Processes to shard the work over (CLI: relaunches itself with `accelerate launch`): the "
+            "real examples of each target and the rounds are split between them; same seed, same texts as one "
+            "process. Under `accelerate launch` the launcher's process count is used and this field is ignored."
+        },
+    )
 
     def __post_init__(self) -> None:
         choices = {
@@ -221,12 +297,68 @@ class GradMatchConfig(TaskArguments):
                 raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)}).")
         if self.init_temperature <= 0:
             raise ValueError(f"init_temperature must be > 0 (got {self.init_temperature}).")
+        if self.dp_epsilon < 0 or not 0 < self.dp_delta < 1 or self.dp_clip_norm <= 0:
+            raise ValueError("dp_epsilon must be >= 0 (0 = off), dp_delta in (0, 1) and dp_clip_norm > 0.")
+        from hf_gradmm.privacy import NEIGHBOURING, check_config
+
+        if self.dp_neighbouring not in NEIGHBOURING:
+            raise ValueError(f"dp_neighbouring={self.dp_neighbouring!r} is not one of {NEIGHBOURING}.")
+        check_config(self)
+        if self.num_processes < 1:
+            raise ValueError(f"num_processes must be at least 1 (got {self.num_processes}).")
         if self.seq_len < 0 or self.refine_steps < 0 or self.init_candidates < 1 or self.heldout_examples < 0:
             raise ValueError("seq_len and refine_steps must be >= 0, init_candidates >= 1, heldout_examples >= 0.")
         if not 1 <= self.projection_beams <= self.topk:
             raise ValueError(f"projection_beams must be between 1 and topk={self.topk} (got {self.projection_beams}).")
+        if self.trajectory_finetune not in ("lora", "full"):
+            raise ValueError(f"trajectory_finetune={self.trajectory_finetune!r} is not one of ('lora', 'full').")
+        if self.trajectory_steps < 1 or self.trajectory_batch_size < 1 or self.trajectory_lr < 0:
+            raise ValueError("trajectory_steps and trajectory_batch_size must be >= 1 and trajectory_lr >= 0.")
+        self.checkpoint_specs()  # refuses a malformed target_checkpoints / weights now, not after loading
         if not 0.0 <= self.projection_guidance <= 1.0:
             raise ValueError(f"projection_guidance must be in [0, 1] (got {self.projection_guidance}).")
+
+    def checkpoint_specs(self) -> list[tuple[str, float]]:
+        """``target_checkpoints`` expanded: one ``(spec, weight)`` per checkpoint, weights summing to 1.
+        ``trajectory:K`` becomes ``trajectory:K/1`` ... ``trajectory:K/K``."""
+        entries = [e.strip() for e in self.target_checkpoints.split(",") if e.strip()]
+        if not entries:
+            raise ValueError("target_checkpoints is empty; use 'theta0' (the paper) or e.g. 'trajectory:2'.")
+        specs = []
+        for entry in entries:
+            if entry.startswith("trajectory:"):
+                count = entry.split(":", 1)[1]
+                if not count.isdigit() or int(count) < 1:
+                    raise ValueError(
+                        f"target_checkpoints entry {entry!r}: write trajectory:K with K >= 1, e.g. trajectory:2."
+                    )
+                k = int(count)
+                if self.trajectory_steps % k:
+                    raise ValueError(
+                        f"trajectory:{k} needs trajectory_steps divisible by {k} (got {self.trajectory_steps}): "
+                        f"checkpoints are saved every trajectory_steps / K steps. Use e.g. --trajectory-steps {k * 10}."
+                    )
+                specs += [f"trajectory:{k}/{i}" for i in range(1, k + 1)]
+            else:
+                specs.append(entry)
+        if len(set(specs)) != len(specs):
+            raise ValueError(f"target_checkpoints {self.target_checkpoints!r} names a checkpoint twice.")
+        if self.target_checkpoint_weights.strip():
+            try:
+                weights = [float(w) for w in self.target_checkpoint_weights.split(",")]
+            except ValueError:
+                raise ValueError(
+                    f"target_checkpoint_weights {self.target_checkpoint_weights!r} is not a comma-separated list "
+                    "of numbers."
+                ) from None
+            if len(weights) != len(specs) or min(weights) < 0 or sum(weights) <= 0:
+                raise ValueError(
+                    f"target_checkpoint_weights needs {len(specs)} non-negative numbers with a positive sum, one per "
+                    f"checkpoint of {specs}; got {self.target_checkpoint_weights!r}."
+                )
+        else:
+            weights = [1.0] * len(specs)
+        return [(s, w / sum(weights)) for s, w in zip(specs, weights)]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -179,7 +179,8 @@ def select_matched(model: nn.Module, spec: str) -> MatchedModules:
             pattern = re.compile(spec)
         except re.error as err:
             raise ValueError(f"matched_params {spec!r} is not a valid regular expression: {err}") from None
-        chosen = {n: m for n, m in linears.items() if pattern.search(n)}
+        # A PEFT model's adapter layers are not base parameters: 'peft' selects those.
+        chosen = {n: m for n, m in linears.items() if pattern.search(n) and "lora_" not in n}
         if not chosen:
             sample = ", ".join(list(linears)[-6:])
             raise ValueError(f"matched_params {spec!r} selects no linear layer; module names look like: {sample}.")
@@ -242,6 +243,7 @@ class ClassTarget:
 
     tensors: list[Tensor]
     count: int
+    clipped: int = 0  # examples whose gradient norm exceeded the clip norm (clip_norm > 0 only)
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> dict[str, Tensor]:
@@ -302,23 +304,68 @@ def class_target(
     prompts: list[str],
     label_id: int,
     batch_size: int = 16,
+    shard: tuple[int, int] = (0, 1),
+    clip_norm: float = 0.0,
 ) -> ClassTarget:
     """Mean per-example gradient over ``prompts`` (all of class ``label_id``), streamed in batches.
 
     Memory holds one running sum, not one gradient per example. For ``lm_head`` each batch
     contributes ``A^T H`` (a V x B by B x d product).
+
+    ``shard=(rank, processes)``: this process computes every ``processes``-th batch; the batches'
+    contributions are gathered and summed in batch order on every process, so the target is
+    bitwise the one-process target. For ``lm_head`` the contributions travel in factored form,
+    ``(A, H)`` per batch ((V + d) x B numbers instead of V x d).
+
+    ``clip_norm > 0`` (differential privacy): each example's gradient is scaled to norm at most
+    ``clip_norm`` before the sum; for ``lm_head`` its norm is ``||a|| ||h||`` (rank one), so the
+    factor applies to ``a`` and nothing V x d is formed per example.
     """
     if not prompts:
         raise ValueError("class_target needs at least one real example.")
+    rank, processes = shard
+
+    def dense(part) -> list[Tensor]:
+        return [part[0].T @ part[1]] if matched.is_lm_head else part
+
     total: list[Tensor] | None = None
-    for start in range(0, len(prompts), batch_size):
+    clipped = 0
+    mine = {}  # batch index -> contribution, kept only when it has to be gathered
+    for index, start in enumerate(range(0, len(prompts), batch_size)):
+        if index % processes != rank:
+            continue
         chunk = prompts[start : start + batch_size]
         batch = encode_prompts(tokenizer, chunk)
         labels = torch.full((len(chunk),), label_id, dtype=torch.long)
         if matched.is_lm_head:
             a, h = lm_head_example_factors(model, batch, labels)
-            part = [a.T @ h]
+            if clip_norm:
+                factor = _clip_factors(a.float().norm(dim=1) * h.float().norm(dim=1), clip_norm)
+                clipped += int((factor < 1).sum())
+                a = a * factor[:, None].to(a.dtype)
+            part = (a, h)
         else:
-            part = [g.sum(0) for g in example_gradients(model, matched, batch, labels)]
-        total = _accumulate(total, part)
-    return ClassTarget([t / len(prompts) for t in total], len(prompts))
+            grads = example_gradients(model, matched, batch, labels)
+            if clip_norm:
+                norms = torch.sqrt(sum(g.float().flatten(1).pow(2).sum(1) for g in grads))
+                factor = _clip_factors(norms, clip_norm)
+                clipped += int((factor < 1).sum())
+                grads = [g * factor.view(-1, *([1] * (g.dim() - 1))).to(g.dtype) for g in grads]
+            part = [g.sum(0) for g in grads]
+        if processes == 1:
+            total = _accumulate(total, dense(part))
+        else:
+            mine[index] = part
+    if processes > 1:
+        from hf_gradmm.distributed import gather
+
+        parts = {i: part for shard_parts in gather(mine) for i, part in shard_parts.items()}
+        for index in sorted(parts):  # the one-process order: the same sum, bit for bit
+            total = _accumulate(total, dense(parts[index]))
+        clipped = sum(gather(clipped))
+    return ClassTarget([t / len(prompts) for t in total], len(prompts), clipped)
+
+
+def _clip_factors(norms: Tensor, clip_norm: float) -> Tensor:
+    """Per-example scale ``min(1, C / ||g||)`` (0-norm gradients stay as they are)."""
+    return torch.clamp(clip_norm / norms.clamp_min(1e-12), max=1.0)

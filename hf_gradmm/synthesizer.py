@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,8 +31,10 @@ from transformers import TrainerControl, TrainerState
 
 from hf_gradmm.callbacks import JsonlLoggerCallback, SynthesisProgressCallback
 from hf_gradmm.config import GradMatchConfig
+from hf_gradmm.distributed import barrier, gather, world
 from hf_gradmm.gradients import ClassTarget, class_target, encode_prompts, lm_head_example_factors, select_matched
 from hf_gradmm.objective import MatchingObjective, template_parts
+from hf_gradmm.privacy import privatise
 from hf_gradmm.projection import (
     allowed_vocabulary,
     mean_text_nll,
@@ -42,6 +45,7 @@ from hf_gradmm.projection import (
     token_logprobs,
 )
 from hf_gradmm.tasks import TaskSpec, label_token_ids, load_task
+from hf_gradmm.trajectory import THETA0, Checkpoint, TrajectoryObjective, load_checkpoints
 
 DEFAULT_PREFIX = "Here is a {description} {domain}:"
 
@@ -73,6 +77,7 @@ class RoundRecord:
     best_iteration: int
     seconds: float
     stopped_early: str | None = None
+    x_step_seconds: float = 0.0  # mean wall time of one inner x-step
 
 
 @dataclass
@@ -97,6 +102,15 @@ class SynthesisResult:
         )
         rows = {k: [getattr(t, k) for t in self.texts] for k in features}
         return Dataset.from_dict(rows, features=features)
+
+
+def _mean_pairwise_cosine(targets: list[list[torch.Tensor]]) -> float | None:
+    """Mean cosine over pairs of class targets (each a list of tensors, flattened together)."""
+    flat = [torch.cat([t.float().reshape(-1) for t in tensors]) for tensors in targets]
+    pairs = [(i, j) for i in range(len(flat)) for j in range(i + 1, len(flat))]
+    if not pairs:
+        return None
+    return sum(float(torch.nn.functional.cosine_similarity(flat[i], flat[j], dim=0)) for i, j in pairs) / len(pairs)
 
 
 class SynthesisError(RuntimeError):
@@ -177,8 +191,10 @@ class GradMatchSynthesizer:
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.output_dir = Path(self.args.output_dir)
-        self.callbacks = [] if self.args.disable_tqdm else [SynthesisProgressCallback()]
-        if self.args.report_to == "jsonl":
+        self.rank, self.world = world()  # several processes: each makes every world-th round
+        main = self.rank == 0
+        self.callbacks = [] if self.args.disable_tqdm or not main else [SynthesisProgressCallback()]
+        if self.args.report_to == "jsonl" and main:
             self.callbacks.append(JsonlLoggerCallback(self.output_dir))
         for callback in callbacks or []:
             self.add_callback(callback)
@@ -256,35 +272,66 @@ class GradMatchSynthesizer:
         emb = self.model.get_input_embeddings().weight.detach()
         self.embed_norm = float(emb[self.allowed].float().norm(dim=-1).mean())
         t0 = time.perf_counter()
-        self.targets: dict[int, ClassTarget] = {}
-        for c in range(self.task.num_labels):
-            prompts = [self.task.format_prompt(t) for t in self.pool[c]["target"]]
-            self.targets[c] = class_target(
-                self.model, self.tokenizer, self.matched, prompts, self.label_tokens[c], args.target_batch_size
-            )
+        self.checkpoints, self.checkpoint_report = self._checkpoints()
         self.target_seconds = time.perf_counter() - t0
-        common = None
-        if args.target_centering == "common":
-            n = len(self.targets)
-            common = ClassTarget(
-                [sum(t.tensors[i] for t in self.targets.values()) / n for i in range(len(self.matched.parameters()))],
-                0,
-            )
-        self.objectives = {
-            c: MatchingObjective(
-                self.model,
-                self.matched,
-                self.targets[c],
-                self.label_tokens[c],
-                self.lead_ids,
-                self.tail_ids,
-                args.distance,
-                common,
-            )
-            for c in self.targets
+        t0 = time.perf_counter()
+        dp = args.dp_epsilon > 0
+        noise = self._dp_generator() if dp else None
+        self.dp_report: dict | None = None
+        # parts[c]: (checkpoint, that checkpoint's objective for class c), one per checkpoint
+        self.parts: dict[int, list[tuple[Checkpoint, MatchingObjective]]] = {c: [] for c in range(self.task.num_labels)}
+        for checkpoint in self.checkpoints:
+            with checkpoint.active() as model:
+                matched = self.matched if model is self.model else self._matched_at(model)
+                targets = {}
+                for c in range(self.task.num_labels):
+                    prompts = [self.task.format_prompt(t) for t in self.pool[c]["target"]]
+                    targets[c] = class_target(
+                        model,
+                        self.tokenizer,
+                        matched,
+                        prompts,
+                        self.label_tokens[c],
+                        args.target_batch_size,
+                        shard=(self.rank, self.world),
+                        clip_norm=args.dp_clip_norm if dp else 0.0,
+                    )
+                if dp:  # the noisy targets are all that the rest of the run reads from the real data
+                    targets, report = privatise(targets, args, noise, releases=len(self.checkpoints))
+                    per_class = {self.task.label_names[c]: v for c, v in report.pop("per_class").items()}
+                    self.dp_report = self.dp_report or report
+                    self.dp_report.setdefault("per_class", {})[checkpoint.name] = per_class
+                common = None
+                if args.target_centering == "common":
+                    n = len(targets)
+                    common = ClassTarget(
+                        [sum(t.tensors[i] for t in targets.values()) / n for i in range(len(matched.parameters()))], 0
+                    )
+                for c in targets:
+                    objective = MatchingObjective(
+                        model,
+                        matched,
+                        targets[c],
+                        self.label_tokens[c],
+                        self.lead_ids,
+                        self.tail_ids,
+                        args.distance,
+                        common,
+                    )
+                    self.parts[c].append((checkpoint, objective))
+        self.target_seconds += time.perf_counter() - t0  # fine-tuning (if any) + targets at every checkpoint
+        # How far apart the class targets are at each checkpoint (1 = the same direction): the class signal.
+        self.checkpoint_report["class_target_cosine"] = {
+            checkpoint.name: _mean_pairwise_cosine([self.parts[c][k][1].targets for c in self.parts])
+            for k, checkpoint in enumerate(self.checkpoints)
         }
+        if len(self.checkpoints) == 1 and self.checkpoints[0].model is self.model:
+            self.objectives = {c: parts[0][1] for c, parts in self.parts.items()}
+        else:
+            embedding = self.model.get_input_embeddings()
+            self.objectives = {c: TrajectoryObjective(parts, embedding) for c, parts in self.parts.items()}
         self.seq_lens = {}
-        for c in self.targets:
+        for c in self.parts:
             if args.seq_len:
                 self.seq_lens[c] = args.seq_len
             else:
@@ -292,6 +339,44 @@ class GradMatchSynthesizer:
                     len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in self.pool[c]["target"]
                 ]
                 self.seq_lens[c] = max(2, round(sum(lengths) / len(lengths)))
+
+    def _dp_generator(self) -> torch.Generator:
+        """The noise generator: seeded from the OS's secure randomness on the main process, shared with
+        the others, and kept in output_dir/dp_state.json (local, never published) so that a resumed run
+        adds the same noise instead of releasing the targets a second time."""
+        self._load_finished_rounds(check_only=True)  # refuse before touching the output dir
+        path = self.output_dir / "dp_state.json"
+        seed = None
+        if self.args.resume and path.exists():
+            seed = json.loads(path.read_text())["noise_seed"]
+        elif self.rank == 0:
+            seed = secrets.randbits(63)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, json.dumps({"noise_seed": seed, "note": "secret: do not publish"}))
+        seed = gather(seed)[0] if self.world > 1 else seed
+        return torch.Generator().manual_seed(seed)
+
+    def _checkpoints(self) -> tuple[list[Checkpoint], dict]:
+        if self.args.target_checkpoints.strip() == THETA0:
+            return [Checkpoint(THETA0, self.model, 1.0)], {
+                "checkpoints": [{"name": THETA0, "source": "the model as given", "weight": 1.0}]
+            }
+        if self.args.matched_params == "peft":
+            raise ValueError(
+                "matched_params='peft' matches the given model's own adapters, which other checkpoints do not share; "
+                "with target_checkpoints other than theta0 use 'lm_head' or a module regular expression."
+            )
+        self._load_finished_rounds(check_only=True)  # refuse before a fine-tuning touches output_dir/trajectory
+        return load_checkpoints(self.model, self.tokenizer, self.task, self.pool, self.args, self.output_dir)
+
+    def _matched_at(self, model):
+        """The matched parameters of another checkpoint's model, set up as for the model as given."""
+        matched = select_matched(model, self.args.matched_params)
+        for p in matched.parameters():
+            p.requires_grad_(not matched.is_lm_head)
+        if not matched.is_lm_head and getattr(model.config, "_attn_implementation", None) not in (None, "eager"):
+            model.set_attn_implementation("eager")  # our own copy: not restored
+        return matched
 
     def _fingerprint(self) -> dict:
         model_config = getattr(self.model, "config", None)
@@ -307,7 +392,9 @@ class GradMatchSynthesizer:
         }
 
     # ------------------------------------------------------------------ output dir and resume
-    def _load_finished_rounds(self) -> list[RoundRecord]:
+    def _load_finished_rounds(self, check_only: bool = False) -> list[RoundRecord]:
+        """Finished rounds of a resumed run (refusing a changed config or a non-resumed full dir);
+        ``check_only``: refuse the same way but write nothing (before costly set-up work)."""
         rounds_dir = self.output_dir / "rounds"
         state_path = self.output_dir / "run_state.json"
         finished = sorted(rounds_dir.glob("round_*.json")) if rounds_dir.exists() else []
@@ -318,12 +405,14 @@ class GradMatchSynthesizer:
                     f"{self.output_dir} already holds {len(finished)} finished round(s). Pass --resume to continue "
                     "that run, or choose another --output-dir; nothing was overwritten."
                 )
-            rounds_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(state_path, json.dumps(fingerprint, indent=2))
+            if not check_only:
+                rounds_dir.mkdir(parents=True, exist_ok=True)
+                _atomic_write(state_path, json.dumps(fingerprint, indent=2))
             return []
         if not state_path.exists():
-            rounds_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(state_path, json.dumps(fingerprint, indent=2))
+            if not check_only:
+                rounds_dir.mkdir(parents=True, exist_ok=True)
+                _atomic_write(state_path, json.dumps(fingerprint, indent=2))
             return []
         saved = json.loads(state_path.read_text())
         if saved != fingerprint:
@@ -418,6 +507,7 @@ class GradMatchSynthesizer:
         initial = value = best_value
         stopped = None
         name = self.task.label_names[label]
+        x_seconds, x_steps = 0.0, 0
         for it in range(args.outer_steps):
             if it > 0:  # z-step (iteration 0 uses the projected init)
                 z_ids = self._project(label, x.detach() + dual / args.rho)
@@ -425,6 +515,7 @@ class GradMatchSynthesizer:
                 if value < best_value:
                     best_ids, best_value, best_it = z_ids, value, it
             z_emb = objective.embed(z_ids)
+            x_start = time.perf_counter()
             for _ in range(args.inner_steps):  # x-step
                 optimizer.zero_grad(set_to_none=True)
                 f, nll = objective.distance(x, need_grad=True, z_ids=z_ids if args.lm_coeff else None)
@@ -441,6 +532,8 @@ class GradMatchSynthesizer:
                 if args.grad_clip:
                     torch.nn.utils.clip_grad_norm_([x], args.grad_clip)
                 optimizer.step()
+            x_seconds += time.perf_counter() - x_start
+            x_steps += args.inner_steps
             if stopped:
                 break
             with torch.no_grad():  # dual step
@@ -492,6 +585,7 @@ class GradMatchSynthesizer:
             best_iteration=best_it,
             seconds=time.perf_counter() - start,
             stopped_early=stopped,
+            x_step_seconds=x_seconds / max(x_steps, 1),
         )
 
     # ------------------------------------------------------------------ the run
@@ -512,13 +606,24 @@ class GradMatchSynthesizer:
         args = self.args
         self._prepare()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        done = {r.round: r for r in self._load_finished_rounds()}
+        # Every process checks the output dir the same way first, so all refuse together; then the
+        # main process alone records the run, and the others read what it found.
+        self._load_finished_rounds(check_only=True)
+        done = {r.round: r for r in self._load_finished_rounds()} if self.rank == 0 else {}
+        barrier()
+        if self.rank != 0:
+            done = {r.round: r for r in self._load_finished_rounds(check_only=True)}
         plan = self._schedule()
-        self.state = TrainerState(max_steps=len(plan) * args.outer_steps, num_train_epochs=len(plan))
+        self.state = TrainerState(
+            max_steps=len(plan) * args.outer_steps,
+            num_train_epochs=len(plan),
+            is_world_process_zero=self.rank == 0,
+            is_local_process_zero=self.rank == 0,
+        )
         self.state.global_step = len(done) * args.outer_steps
         self._event("on_train_begin")
         for round_idx, label, batch in plan:
-            if round_idx in done:
+            if round_idx in done or round_idx % self.world != self.rank:  # finished, or another process's
                 continue
             record = self._run_round(round_idx, label, batch, len(plan))
             self._save_round(record)
@@ -536,8 +641,15 @@ class GradMatchSynthesizer:
                     "round_seconds": record.seconds,
                 }
             )
-        rounds = [done[i] for i, _, _ in plan]
-        result = self._result(rounds)
+            if self.control.should_training_stop:  # a callback asked to stop (as in Trainer)
+                self.log(
+                    {"warning": f"stopped by a callback after {len(done)} of {len(plan)} rounds; --resume goes on"}
+                )
+                break
+        if self.world > 1:  # each process wrote its own rounds; all of them meet here
+            done = {i: record for shard in gather(done) for i, record in shard.items()}
+        rounds = [done[i] for i, _, _ in plan if i in done]
+        result = self._result(rounds, calibrate=args.calibrate and self.rank == 0)
         self.log(
             {
                 f"calibration/{name}/{key}": value
@@ -546,7 +658,8 @@ class GradMatchSynthesizer:
                 if isinstance(value, float)
             }
         )
-        self._write_outputs(result)
+        if self.rank == 0:  # the main process alone writes the dataset, config and metrics
+            self._write_outputs(result)
         if self._attn_to_restore:
             self.model.set_attn_implementation(self._attn_to_restore)
         for p, flag in self._grad_flags:
@@ -556,7 +669,7 @@ class GradMatchSynthesizer:
 
     synthesize = train
 
-    def _result(self, rounds: list[RoundRecord]) -> SynthesisResult:
+    def _result(self, rounds: list[RoundRecord], calibrate: bool = True) -> SynthesisResult:
         texts = [
             SyntheticText(text=t, label=r.label, round=r.round, match_distance=d, nll=n)
             for r in rounds
@@ -574,11 +687,15 @@ class GradMatchSynthesizer:
                 "template": self.task.template,
             },
             "target_seconds": self.target_seconds,
+            "target_checkpoints": self.checkpoint_report,
+            "dp": self.dp_report,
             "seq_len": {self.task.label_names[c]: n for c, n in self.seq_lens.items()},
             "per_class": {},
         }
         for c, name in enumerate(self.task.label_names):
             mine = [r for r in rounds if r.label == c]
+            if not mine:  # a run stopped by a callback before this class's first round
+                continue
             count = sum(len(r.texts) for r in mine)
             metrics["per_class"][name] = {
                 "texts": count,
@@ -589,8 +706,9 @@ class GradMatchSynthesizer:
                 "mean_nll": sum(n for r in mine for n in r.nll) / count,
                 "mean_nll_words_shuffled": self._shuffled_nll([t for r in mine for t in r.texts]),
                 "round_seconds": sum(r.seconds for r in mine) / len(mine),
+                "x_step_seconds": sum(r.x_step_seconds for r in mine) / len(mine),
             }
-        if self.args.calibrate:
+        if calibrate:
             metrics["calibration"] = self.calibration(rounds)
         return SynthesisResult(texts, rounds, list(self.task.label_names), metrics, str(self.output_dir))
 
@@ -598,13 +716,13 @@ class GradMatchSynthesizer:
     def _text_ids(self, texts: list[str], length: int | None = None) -> list[torch.Tensor]:
         return [torch.tensor(self.tokenizer(t, add_special_tokens=False)["input_ids"][:length]) for t in texts]
 
-    def _batch_distance_of_texts(self, label: int, texts: list[str]) -> float:
-        """Batch distance of real texts (each with the class's label word) to class ``label``'s target."""
-        objective = self.objectives[label]
+    def _batch_distance_of_texts(self, objective: MatchingObjective, label: int, texts: list[str]) -> float:
+        """Batch distance of real texts (each with class ``label``'s label word) to ``objective``'s target,
+        under ``objective``'s model (its checkpoint must be active)."""
         prompts = [self.task.format_prompt(t) for t in texts]
         labels = torch.full((len(prompts),), self.label_tokens[label], dtype=torch.long)
-        if self.matched.is_lm_head:
-            a, h = lm_head_example_factors(self.model, encode_prompts(self.tokenizer, prompts), labels)
+        if objective.matched.is_lm_head:
+            a, h = lm_head_example_factors(objective.model, encode_prompts(self.tokenizer, prompts), labels)
             return float(objective.distance_from_factors(a, h))
         # General path: equal-length texts are needed for an embeddings batch; score one by one and average.
         values = [objective.value(ids[None]) for ids in self._text_ids(texts)]
@@ -622,32 +740,66 @@ class GradMatchSynthesizer:
     def calibration(self, rounds: list[RoundRecord]) -> dict:
         """Per class, distances to the class target of (a) held-out same-class real texts, (b) other
         classes' real texts given this class's label word, (c) texts the model samples from the same
-        prefix, (d) the GRADMM batches, initial and final; plus (d) against the other targets."""
+        prefix, (d) the GRADMM batches, initial and final; plus (d) against the other targets. With
+        several target checkpoints, (a)-(d) at each checkpoint too (``per_checkpoint``); the top-level
+        figures are then their weighted means, the objective the run minimised."""
         out = {}
         batch = self.args.texts_per_round
+        all_tokens = allowed_vocabulary(self.tokenizer, self.allowed.shape[0], "all")
         for c, name in enumerate(self.task.label_names):
             heldout = self.pool[c]["heldout"][:batch]
             others = [t for o in self.pool if o != c for t in self.pool[o]["heldout"]][:batch]
             gen = torch.Generator().manual_seed(self.args.seed + 7919 * (c + 1))
-            all_tokens = allowed_vocabulary(self.tokenizer, self.allowed.shape[0], "all")
             sampled = sample_texts(self.model, self.prefix_ids[c], all_tokens, batch, self.seq_lens[c], gen)
             mine = [r for r in rounds if r.label == c]
+            if not mine:
+                continue
+            per_checkpoint = {}
+            for k, (checkpoint, objective) in enumerate(self.parts[c]):
+                with checkpoint.active():
+                    per_checkpoint[checkpoint.name] = {
+                        "heldout_same_class": self._batch_distance_of_texts(objective, c, heldout) if heldout else None,
+                        "other_classes": self._batch_distance_of_texts(objective, c, others) if others else None,
+                        "model_sampled": objective.value(sampled),
+                        "gradmm_final": sum(objective.value(torch.tensor(r.token_ids)) for r in mine) / len(mine),
+                        "gradmm_final_to_other_targets": {
+                            self.task.label_names[o]: sum(
+                                self.parts[o][k][1].value(torch.tensor(r.token_ids)) for r in mine
+                            )
+                            / len(mine)
+                            for o in self.parts
+                            if o != c
+                        },
+                    }
+
+            weights = {ckpt.name: ckpt.weight for ckpt, _ in self.parts[c]}
+
+            def weighted(*keys: str, weights=weights, per_checkpoint=per_checkpoint) -> float | None:
+                values = []
+                for ckpt_name, w in weights.items():
+                    value = per_checkpoint[ckpt_name]
+                    for key in keys:
+                        value = value[key]
+                    values.append((w, value))
+                return None if any(v is None for _, v in values) else sum(w * v for w, v in values)
+
             entry = {
-                "heldout_same_class": self._batch_distance_of_texts(c, heldout) if heldout else None,
-                "other_classes": self._batch_distance_of_texts(c, others) if others else None,
-                "model_sampled": self.objectives[c].value(sampled),
+                "heldout_same_class": weighted("heldout_same_class"),
+                "other_classes": weighted("other_classes"),
+                "model_sampled": weighted("model_sampled"),
                 "model_sampled_nll": float(-token_logprobs(self.model, self.start_ids, sampled).mean()),
                 "gradmm_initial": sum(r.initial_distance for r in mine) / len(mine),
                 "gradmm_admm": sum(r.admm_distance for r in mine) / len(mine),
                 "gradmm_final": sum(r.final_distance for r in mine) / len(mine),
                 "gradmm_final_to_other_targets": {
-                    self.task.label_names[o]: sum(self.objectives[o].value(torch.tensor(r.token_ids)) for r in mine)
-                    / len(mine)
-                    for o in self.objectives
+                    self.task.label_names[o]: weighted("gradmm_final_to_other_targets", self.task.label_names[o])
+                    for o in self.parts
                     if o != c
                 },
                 "sampled_examples": self.tokenizer.batch_decode(sampled[:3], skip_special_tokens=True),
             }
+            if len(self.parts[c]) > 1:
+                entry["per_checkpoint"] = per_checkpoint
             out[name] = entry
         return out
 

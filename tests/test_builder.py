@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from datasets import load_dataset
@@ -73,7 +75,10 @@ def test_save_writes_dataset_card_exports_and_config(crafted_synthesis, tiny_lla
     built = builder.dataset
     assert set(built) == {"train", "validation", "test"}
     assert built["validation"].features == built["train"].features
-    assert len((folder / "memorisation.jsonl").read_text().splitlines()) == 4
+    public = [json.loads(line) for line in (folder / "memorisation.jsonl").read_text().splitlines()]
+    local = [json.loads(line) for line in (folder / "memorisation_with_real_texts.jsonl").read_text().splitlines()]
+    assert len(public) == len(local) == 4
+    assert all("nearest_real_text" not in row for row in public) and all("nearest_real_text" in row for row in local)
 
 
 def test_memorisation_report_longest_run_and_8gram_share():

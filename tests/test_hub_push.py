@@ -39,6 +39,9 @@ def test_push_then_load_dataset_reads_the_same_rows_and_card(hub, built, tmp_pat
     assert "Memorisation" in card.text
     files = hub.repo_files("someone/rt-gradmm")
     assert {"README.md", "gradmm_config.yaml", "build_report.json", "memorisation.jsonl"} <= set(files)
+    assert "memorisation_with_real_texts.jsonl" not in files  # real training texts stay local
+    pushed = hf_hub_download("someone/rt-gradmm", "memorisation.jsonl", repo_type="dataset")
+    assert "nearest_real_text" not in open(pushed).read()
     config = hf_hub_download("someone/rt-gradmm", "gradmm_config.yaml", repo_type="dataset")
     assert open(config).read() == (folder / "gradmm_config.yaml").read_text()
 

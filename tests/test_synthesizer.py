@@ -116,6 +116,20 @@ def test_same_seed_same_texts_and_resume_after_a_kill(
     assert [t.text for t in resumed.texts] == [t.text for t in result.texts]
 
 
+class StopAfterOneRound(TrainerCallback):
+    def on_epoch_end(self, args, state, control, **kw):
+        control.should_training_stop = True
+
+
+def test_callback_can_stop_after_a_round_and_resume_finishes(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):
+    data, _ = rotten_tomatoes
+    stopped = _run(tiny_llama, smollm2_tokenizer, data, tmp_path / "s", callbacks=[StopAfterOneRound()], per_class=2)
+    assert len(stopped.rounds) == 1 and set(stopped.metrics["per_class"]) == {"negative"}
+    assert len(load_from_disk(str(tmp_path / "s"))) == 2  # the finished round's texts are written
+    finished = _run(tiny_llama, smollm2_tokenizer, data, tmp_path / "s", per_class=2, resume=True)
+    assert len(finished.rounds) == 2 and finished.rounds[0].texts == stopped.rounds[0].texts
+
+
 def test_pool_smaller_than_requested_is_refused(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):
     data, _ = rotten_tomatoes
     small = {"train": data["train"].select(range(12))}

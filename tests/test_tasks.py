@@ -157,9 +157,26 @@ def test_hub_source_goes_through_the_hub_client(monkeypatch):
         raise ConnectionError("no network in this test")
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    monkeypatch.setattr("hf_gradmm.tasks.loading._require_hub", lambda repo_id: None)  # the probe: tested below
     with pytest.raises(ConnectionError):
         load_task(get_task("rotten_tomatoes"), source="hub")
     assert seen == {"path": "cornell-movie-review-data/rotten_tomatoes", "name": None}
     with pytest.raises(ConnectionError):
         load_task(get_task("sst2"))
     assert seen == {"path": "glue", "name": "sst2"}
+
+
+def test_unreachable_or_missing_hub_dataset_fails_fast_with_the_fix(hub, monkeypatch):
+    """One request decides: a missing repo names the id; an unreachable endpoint names the fixes."""
+    import time
+
+    from huggingface_hub import constants
+
+    with pytest.raises(ValueError, match="'someone/nothing-here' was not found"):
+        load_task(resolve_task("custom", dataset="someone/nothing-here", label_words="bad,great"))
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    with pytest.raises(ConnectionError, match="Cannot reach the Hub at http://127.0.0.1:9.*HF_HUB_OFFLINE=1"):
+        load_task(get_task("sst2"))
+    assert time.perf_counter() - start < 15

@@ -82,7 +82,9 @@ class TransferCallback(TrainerCallback):
             }
         return out
 
-    def _record(self, args, state, texts, labels, when: str) -> dict:
+    def _record(self, args, state, texts, labels, when: str) -> dict | None:
+        if not state.is_world_process_zero:  # several synthesis processes: the main one evaluates
+            return None
         scores = self.evaluate(texts, labels, args.to_task() if hasattr(args, "to_task") else None)
         entry = {"when": when, "texts": len(texts), "scores": scores}
         self.history.append(entry)

@@ -120,14 +120,18 @@ def finetune(
     task: TaskSpec,
     texts: list[str],
     labels: list[int],
-    dev: tuple[list[str], list[int]],
+    dev: tuple[list[str], list[int]] | None,
     config: FinetuneConfig,
     seed: int,
+    checkpoint_dir: str | None = None,
+    save_steps: int = 0,
 ):
     """Fine-tune a copy of ``model`` on (texts, labels); returns (model, dev history, best step).
 
-    The returned model carries the parameters of the best dev evaluation. The input model is
-    not changed.
+    With a ``dev`` split the returned model carries the parameters of the best dev evaluation;
+    without one it is the last step's, after exactly ``max_steps`` steps. ``checkpoint_dir``
+    with ``save_steps``: the Trainer also saves ``checkpoint-<step>`` folders there (model or
+    adapter only; the trajectory targets load them). The input model is not changed.
     """
     model = copy.deepcopy(model)
     model.requires_grad_(config.finetune == "full")  # LoRA: peft makes only the adapters trainable
@@ -141,7 +145,7 @@ def finetune(
         lr = config.lora_lr
     words = label_token_ids(task, tokenizer)
     train = _encode(tokenizer, task, texts, labels, config.max_length)
-    dev_set = _encode(tokenizer, task, dev[0], dev[1], config.max_length)
+    dev_set = _encode(tokenizer, task, dev[0], dev[1], config.max_length) if dev is not None else None
     metric = evaluate.load(ACCURACY)
 
     def last_position_label_logits(logits, labels):  # keep (N, C), not (N, T, V)
@@ -155,15 +159,17 @@ def finetune(
     best = BestOnDevCallback(config.patience)
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
-            output_dir=tmp,
+            output_dir=checkpoint_dir or tmp,
             max_steps=config.max_steps,
             per_device_train_batch_size=config.batch_size,
             per_device_eval_batch_size=32,
             learning_rate=lr,
             lr_scheduler_type="constant",
-            eval_strategy="steps",
+            eval_strategy="steps" if dev is not None else "no",
             eval_steps=config.eval_steps,
-            save_strategy="no",
+            save_strategy="steps" if checkpoint_dir else "no",
+            save_steps=save_steps or config.max_steps,
+            save_only_model=True,
             logging_strategy="no",
             report_to=[],
             disable_tqdm=True,
@@ -177,9 +183,9 @@ def finetune(
             train_dataset=train,
             eval_dataset=dev_set,
             data_collator=_LeftPadCollator(tokenizer.pad_token_id),
-            compute_metrics=compute_metrics,
-            preprocess_logits_for_metrics=last_position_label_logits,
-            callbacks=[best],
+            compute_metrics=compute_metrics if dev is not None else None,
+            preprocess_logits_for_metrics=last_position_label_logits if dev is not None else None,
+            callbacks=[best] if dev is not None else [],
         )
         trainer.train()
     best.restore(model)

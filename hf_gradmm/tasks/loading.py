@@ -110,6 +110,33 @@ def _local_builder(path: str) -> str:
     return builders[suffix]
 
 
+def _require_hub(repo_id: str) -> None:
+    """Fail fast (one request, 10 s timeout) with the fixes when the Hub cannot be reached, instead of
+    ``datasets``' minute of retries; skipped in offline mode, where the local cache answers."""
+    import datasets
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE or datasets.config.HF_DATASETS_OFFLINE:
+        return
+    try:
+        HfApi().dataset_info(repo_id, timeout=10)
+    except RepositoryNotFoundError:
+        raise ValueError(
+            f"Hub dataset {repo_id!r} was not found at {constants.ENDPOINT} (or it is private: log in with "
+            "`hf auth login` or set HF_TOKEN). Check the id, or pass your own file with --dataset my.csv."
+        ) from None
+    except HfHubHTTPError:
+        return  # the Hub answered: datasets reports anything else in detail
+    except Exception as err:  # noqa: BLE001 - DNS, refused connection, timeout: all mean "unreachable"
+        raise ConnectionError(
+            f"Cannot reach the Hub at {constants.ENDPOINT} to load the dataset {repo_id!r} ({type(err).__name__}). "
+            "Fixes: connect to the network, or set HF_ENDPOINT to a reachable mirror; set HF_HUB_OFFLINE=1 if the "
+            "dataset is already in your datasets cache; or use a task that ships offline (rotten_tomatoes, "
+            "tweet_sentiment) or your own file (--dataset my.csv)."
+        ) from None
+
+
 def load_task(spec: TaskSpec, source: str | None = None) -> tuple[DatasetDict, TaskSpec]:
     """Load ``spec``'s data from ``source`` (default: the task's default source).
 
@@ -138,6 +165,7 @@ def load_task(spec: TaskSpec, source: str | None = None) -> tuple[DatasetDict, T
         mapping = {"train": "train"}
     else:
         where = f"Hub dataset {spec.hub_id}" + (f" ({spec.hub_config})" if spec.hub_config else "")
+        _require_hub(spec.hub_id)
         raw = datasets.load_dataset(spec.hub_id, spec.hub_config)
         mapping = spec.hub_splits or {s: s for s in ("train", "validation", "test") if s in raw}
     if "train" not in mapping or mapping["train"] not in raw:

@@ -1,0 +1,70 @@
+"""Several processes, launched by accelerate: who am I, gather, wait, and the launcher itself.
+
+``accelerate launch --multi_gpu --num_processes N -m hf_gradmm.cli synthesize ...`` (or
+``hf-gradmm synthesize --num-processes N``, which runs exactly that) starts N processes;
+``torch.distributed`` is then initialised by accelerate's ``PartialState`` (NCCL on GPUs, gloo
+on CPUs). A single process never initialises anything here, so nothing changes for it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def _state():
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def world() -> tuple[int, int]:
+    """``(rank, number of processes)``; ``(0, 1)`` outside a multi-process launch."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    state = _state()
+    return state.process_index, state.num_processes
+
+
+def gather(obj) -> list:
+    """Every process's ``obj``, in rank order, on every process (picklable objects)."""
+    if world()[1] == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+
+    return gather_object([obj])
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        _state().wait_for_everyone()
+
+
+def launch(argv: list[str], num_processes: int) -> int:
+    """Rerun ``hf-gradmm <argv>`` as ``num_processes`` processes with ``accelerate launch``.
+
+    ``--multi_gpu`` makes accelerate start them with torchrun; on a machine without GPUs the
+    processes then use the gloo backend on the CPU (one thread each unless OMP_NUM_THREADS says
+    otherwise). Returns the launch's exit status.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.accelerate_cli",
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "hf_gradmm.cli",
+        *argv,
+    ]
+    return subprocess.run(command, check=False).returncode

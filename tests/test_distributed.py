@@ -1,0 +1,79 @@
+"""Several processes with accelerate (gloo on CPU): sharded targets and rounds give the one-process results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import load_from_disk
+
+HERE = Path(__file__).resolve().parent
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torchrun gives each process one thread; the one-process run matches it
+TINY = [
+    "--task", "rotten_tomatoes", "--per-class", "4", "--texts-per-round", "2", "--seq-len", "5",
+    "--outer-steps", "2", "--inner-steps", "2", "--target-examples", "20", "--target-batch-size", "8",
+    "--heldout-examples", "2", "--topk", "20", "--refine-steps", "2", "--disable-tqdm",
+]  # fmt: skip
+
+
+def _run(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **ONE_THREAD, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _synthesize(*args: str) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "hf_gradmm.cli", "synthesize", *args])
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tiny_llama, smollm2_tokenizer, tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("tiny_model")
+    tiny_llama.save_pretrained(folder)
+    smollm2_tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("matched", ["lm_head", r"layers\.1\.mlp\.down_proj"])
+def test_target_from_two_shards_equals_one_process(tiny_dir, matched, tmp_path):
+    from hf_gradmm.gradients import class_target, select_matched
+    from hf_gradmm.models import load_model_and_tokenizer
+    from hf_gradmm.tasks import get_task, label_token_ids, load_task
+
+    out = tmp_path / "target.pt"
+    launch = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu"]
+    launch += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    _run([*launch, str(HERE / "distributed_target.py"), tiny_dir, matched, str(out)])
+    model, tok = load_model_and_tokenizer(tiny_dir)
+    data, task = load_task(get_task("rotten_tomatoes"))
+    prompts = [task.format_prompt(t) for t in data["train"]["text"][:37]]  # 5 batches of 8: uneven shards
+    single = class_target(model, tok, select_matched(model, matched), prompts, label_token_ids(task, tok)[1], 8)
+    for sharded, one in zip(torch.load(out), single.tensors):
+        assert float((sharded - one).norm() / one.norm()) <= 1e-5
+
+
+def test_two_processes_make_the_same_texts_and_resume_per_shard(tiny_dir, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _synthesize("--model", tiny_dir, *TINY, "--output-dir", str(one))
+    _synthesize("--model", tiny_dir, *TINY, "--output-dir", str(two), "--num-processes", "2")
+    assert load_from_disk(str(two))["text"] == load_from_disk(str(one))["text"]
+    # Process 1 made rounds 1 and 3; lose round 3 (as if it died during it) and resume with 2 processes.
+    kept = {p.name: p.stat().st_mtime_ns for p in (two / "rounds").glob("round_*.json") if p.name != "round_0003.json"}
+    (two / "rounds" / "round_0003.json").unlink()
+    _synthesize("--model", tiny_dir, *TINY, "--output-dir", str(two), "--num-processes", "2", "--resume")
+    assert {p.name: p.stat().st_mtime_ns for p in (two / "rounds").glob("round_*.json") if p.name in kept} == kept
+    assert load_from_disk(str(two))["text"] == load_from_disk(str(one))["text"]
+
+
+@pytest.mark.slow
+def test_real_model_two_processes_same_texts(tmp_path):
+    args = ["--model", "smollm2-135m", "--task", "rotten_tomatoes", "--per-class", "2", "--texts-per-round", "2"]
+    args += ["--outer-steps", "1", "--inner-steps", "2", "--refine-steps", "2", "--projection-beams", "2"]
+    args += ["--target-examples", "16", "--heldout-examples", "2", "--disable-tqdm"]
+    _synthesize(*args, "--output-dir", str(tmp_path / "one"))
+    _synthesize(*args, "--output-dir", str(tmp_path / "two"), "--num-processes", "2")
+    assert load_from_disk(str(tmp_path / "two"))["text"] == load_from_disk(str(tmp_path / "one"))["text"]
