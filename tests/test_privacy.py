@@ -184,3 +184,42 @@ def test_audit_runs_every_source_on_disjoint_members_and_nonmembers(
     assert results["rows"]["gradmm"]["training_texts"] == 4 and results["rows"]["real_pool"]["training_texts"] == 16
     assert "max_longest_common_ngram" in results["rows"]["gradmm"]["memorisation"]
     assert (tmp_path / "audit.md").read_text().startswith("Membership inference")
+
+
+@pytest.mark.slow
+def test_real_model_dp_synthesis_and_audit(smollm2, rotten_tomatoes, tmp_path):
+    """SmolLM2: a DP run reports the accountant's sigma and a (tiny) target signal-to-noise ratio;
+    the audit fine-tunes on its texts and scores members against non-members."""
+    from hf_gradmm.evaluation import FinetuneConfig
+    from hf_gradmm.evaluation.audit import AuditArguments, run_audit
+    from hf_gradmm.synthesizer import GradMatchSynthesizer
+
+    model, tok = smollm2
+    data, _ = rotten_tomatoes
+    args = GradMatchConfig(
+        output_dir=str(tmp_path / "dp"),
+        dp_epsilon=16.0,
+        seq_len=8,
+        heldout_examples=0,
+        target_examples=16,
+        per_class=2,
+        texts_per_round=2,
+        outer_steps=1,
+        inner_steps=2,
+        refine_steps=2,
+        projection_beams=1,
+        disable_tqdm=True,
+    )
+    result = GradMatchSynthesizer(model, args, train_dataset=data["train"], processing_class=tok).train()
+    dp = result.metrics["dp"]
+    assert dp["noise_multiplier"] == pytest.approx(noise_multiplier(16.0, 1e-5))
+    assert dp["noise_std"] == pytest.approx(dp["noise_multiplier"] * 1.0 / 16)
+    for stats in dp["per_class"]["theta0"].values():
+        # 28.3M coordinates of noise at std 0.0215 against a clipped mean of norm <= 1.
+        assert stats["noise_norm"] == pytest.approx(dp["noise_std"] * math.sqrt(49152 * 576), rel=0.01)
+        assert stats["clipped_mean_norm"] <= 1.0 + 1e-6 and stats["signal_to_noise"] < 0.02
+    recipe = FinetuneConfig(finetune="lora", max_steps=2, eval_steps=2, dev_examples=16)
+    audit = AuditArguments(synthetic=f"dp16={tmp_path / 'dp'}", references="none", output=str(tmp_path / "a.json"))
+    rows = run_audit(audit, recipe, loaded=(model, tok))["rows"]
+    assert set(rows) == {"dp16", "none"} and rows["dp16"]["dp"]["epsilon"] == 16.0
+    assert all(0.0 <= row["mean"] <= 1.0 for row in rows.values())
