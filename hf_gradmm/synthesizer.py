@@ -357,16 +357,13 @@ class GradMatchSynthesizer:
         return torch.Generator().manual_seed(seed)
 
     def _checkpoints(self) -> tuple[list[Checkpoint], dict]:
-        if self.args.target_checkpoints.strip() == THETA0:
-            return [Checkpoint(THETA0, self.model, 1.0)], {
-                "checkpoints": [{"name": THETA0, "source": "the model as given", "weight": 1.0}]
-            }
-        if self.args.matched_params == "peft":
-            raise ValueError(
-                "matched_params='peft' matches the given model's own adapters, which other checkpoints do not share; "
-                "with target_checkpoints other than theta0 use 'lm_head' or a module regular expression."
-            )
-        self._load_finished_rounds(check_only=True)  # refuse before a fine-tuning touches output_dir/trajectory
+        if self.args.target_checkpoints.strip() != THETA0:
+            if self.args.matched_params == "peft":
+                raise ValueError(
+                    "matched_params='peft' matches the given model's own adapters, which other checkpoints do not "
+                    "share; with target_checkpoints other than theta0 use 'lm_head' or a module regular expression."
+                )
+            self._load_finished_rounds(check_only=True)  # refuse before a fine-tuning touches output_dir/trajectory
         return load_checkpoints(self.model, self.tokenizer, self.task, self.pool, self.args, self.output_dir)
 
     def _matched_at(self, model):
@@ -517,6 +514,7 @@ class GradMatchSynthesizer:
             z_emb = objective.embed(z_ids)
             x_start = time.perf_counter()
             for _ in range(args.inner_steps):  # x-step
+                x_steps += 1
                 optimizer.zero_grad(set_to_none=True)
                 f, nll = objective.distance(x, need_grad=True, z_ids=z_ids if args.lm_coeff else None)
                 penalty = (x - z_emb + dual / args.rho).float().pow(2).sum()
@@ -533,7 +531,6 @@ class GradMatchSynthesizer:
                     torch.nn.utils.clip_grad_norm_([x], args.grad_clip)
                 optimizer.step()
             x_seconds += time.perf_counter() - x_start
-            x_steps += args.inner_steps
             if stopped:
                 break
             with torch.no_grad():  # dual step

@@ -146,7 +146,7 @@ def finetune(
     words = label_token_ids(task, tokenizer)
     train = _encode(tokenizer, task, texts, labels, config.max_length)
     dev_set = _encode(tokenizer, task, dev[0], dev[1], config.max_length) if dev is not None else None
-    metric = evaluate.load(ACCURACY)
+    metric = evaluate.load(ACCURACY) if dev is not None else None  # scores dev evaluations only
 
     def last_position_label_logits(logits, labels):  # keep (N, C), not (N, T, V)
         return logits[:, -2, words]
