@@ -26,29 +26,42 @@ class BenchArguments:
     repeats: int = field(default=5, metadata={"help": "Timed repetitions (after one warm-up); the median counts."})
     bf16: bool = field(default=False, metadata={"help": "Also time our step and the matmul in bfloat16."})
     json: bool = field(default=False, metadata={"help": "Print JSON."})
+    use_cpu: bool = field(default=False, metadata={"help": "Time on the CPU even when a CUDA GPU is available."})
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # GPU work is asynchronous: time it to its end
 
 
 def _median_seconds(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        _sync()
         start = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
 
-def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak_gflops(
+    dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5, device: torch.device | str = "cpu"
+) -> float:
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     return 2 * n**3 / _median_seconds(lambda: a @ b, repeats) / 1e9
 
 
 def bench_step(model, tokenizer, task, args: BenchArguments) -> dict:
     """Time one x-step both ways on the same X and target; see the module docstring."""
+    from hf_gradmm.distributed import device as compute_device
     from hf_gradmm.gradients import ClassTarget, class_target, select_matched
     from hf_gradmm.objective import MatchingObjective, template_parts
     from hf_gradmm.tasks import label_token_ids, load_task
 
+    device = compute_device(args.use_cpu)
+    model.to(device)
     data, task = load_task(task)
     label = 1 if task.num_labels > 1 else 0
     token = label_token_ids(task, tokenizer)[label]
@@ -59,9 +72,9 @@ def bench_step(model, tokenizer, task, args: BenchArguments) -> dict:
     objective = MatchingObjective(model, matched, target, token, lead, tail, "cos")
     torch.manual_seed(0)
     emb = model.get_input_embeddings().weight.detach()
-    x0 = torch.randn(args.batch, args.seq_len, emb.shape[1])
+    x0 = torch.randn(args.batch, args.seq_len, emb.shape[1]).to(device)
     x0 = x0 / x0.norm(dim=-1, keepdim=True) * emb.norm(dim=-1).mean()
-    labels = torch.full((args.batch,), token)
+    labels = torch.full((args.batch,), token, device=device)
     g_target = target.tensors[0]
 
     def reference():
@@ -100,6 +113,7 @@ def bench_step(model, tokenizer, task, args: BenchArguments) -> dict:
             p.requires_grad_(flag)
     report = {
         "model": getattr(model.config, "_name_or_path", ""),
+        "device": str(device),
         "batch": args.batch,
         "seq_len": args.seq_len,
         "threads": torch.get_num_threads(),
@@ -111,7 +125,7 @@ def bench_step(model, tokenizer, task, args: BenchArguments) -> dict:
         "distance_fast": fast_f,
         "step_gflop": flops / 1e9,
         "achieved_gflops": flops / fast_s / 1e9,
-        "matmul_peak_gflops": matmul_peak_gflops(torch.float32),
+        "matmul_peak_gflops": matmul_peak_gflops(torch.float32, device=device),
     }
     if args.bf16:
         model.to(torch.bfloat16)
@@ -130,7 +144,7 @@ def bench_step(model, tokenizer, task, args: BenchArguments) -> dict:
             report["ratio_bf16"] = reference_s / report["fast_bf16_s"]
             report["max_rel_diff_bf16"] = float((bf16_grad.float() - ref_grad).abs().max() / ref_grad.abs().max())
             report["achieved_gflops_bf16"] = flops / report["fast_bf16_s"] / 1e9
-            report["matmul_peak_gflops_bf16"] = matmul_peak_gflops(torch.bfloat16)
+            report["matmul_peak_gflops_bf16"] = matmul_peak_gflops(torch.bfloat16, device=device)
         finally:
             model.to(torch.float32)
     return report

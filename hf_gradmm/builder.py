@@ -188,12 +188,13 @@ class SyntheticDatasetBuilder:
         self.args = args or BuilderConfig()
         self.rows, self.synthesis_config, self.synthesis_metrics = read_synthesis_dir(self.source_dir)
         if model is None:
+            from hf_gradmm.distributed import device
             from hf_gradmm.models import load_model_and_tokenizer
 
             name = self.args.model or self.synthesis_metrics.get("generator")
             if not name:
                 raise ValueError(f"{self.source_dir} records no generator model; pass --model.")
-            model, processing_class = load_model_and_tokenizer(name)
+            model, processing_class = load_model_and_tokenizer(name, device=device())
         if processing_class is None:
             raise ValueError("Pass the generator's tokenizer as processing_class together with the model.")
         self.model, self.tokenizer = model, processing_class

@@ -78,7 +78,7 @@ def _after_prefix(model: nn.Module, tokenizer, prefix, prompts: list[str]) -> Te
     mask = batch["attention_mask"].to(model.device)
     full_mask = torch.cat([torch.ones(n, cache.get_seq_length(), dtype=mask.dtype, device=mask.device), mask], 1)
     logits = model(input_ids=batch["input_ids"].to(model.device), attention_mask=full_mask, cache=cache).logits
-    return logits[torch.arange(n), mask.sum(1) - 1]
+    return logits[torch.arange(n, device=logits.device), mask.sum(1) - 1]
 
 
 def predict(

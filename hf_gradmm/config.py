@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from hf_gradmm.arguments import TaskArguments
 
 # Fields that change where and how a run reports, not what it computes: a resumed run may change them.
-RUNTIME_FIELDS = ("output_dir", "resume", "report_to", "logging_steps", "disable_tqdm", "num_processes")
+RUNTIME_FIELDS = ("output_dir", "resume", "report_to", "logging_steps", "disable_tqdm", "num_processes", "use_cpu")
 
 
 @dataclass
@@ -274,6 +274,14 @@ class GradMatchConfig(TaskArguments):
             "help": "Processes to shard the work over (CLI: relaunches itself with `accelerate launch`): the "
             "real examples of each target and the rounds are split between them; same seed, same texts as one "
             "process. Under `accelerate launch` the launcher's process count is used and this field is ignored."
+        },
+    )
+    use_cpu: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute on the CPU even when a CUDA GPU is available (as TrainingArguments.use_cpu). By "
+            "default the model and every tensor of the run go to the GPU (under a multi-GPU launch, each process "
+            "to its own); a model dispatched over several devices (device_map) stays where it is."
         },
     )
 

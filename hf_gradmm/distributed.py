@@ -28,8 +28,22 @@ def world() -> tuple[int, int]:
     return state.process_index, state.num_processes
 
 
+def device(use_cpu: bool = False):
+    """The ``torch.device`` this process computes on: its own GPU under a multi-GPU launch
+    (``cuda:<local rank>``, as accelerate assigns it), else ``cuda`` when one is available,
+    else the CPU; ``use_cpu`` forces the CPU (as ``TrainingArguments.use_cpu``)."""
+    import torch
+
+    if use_cpu or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if world()[1] > 1:
+        return _state().device
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 def gather(obj) -> list:
-    """Every process's ``obj``, in rank order, on every process (picklable objects)."""
+    """Every process's ``obj``, in rank order, on every process (picklable objects; move tensors
+    to the CPU first, or they arrive on the sender's device)."""
     if world()[1] == 1:
         return [obj]
     from accelerate.utils import gather_object

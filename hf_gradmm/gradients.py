@@ -324,6 +324,7 @@ def class_target(
     if not prompts:
         raise ValueError("class_target needs at least one real example.")
     rank, processes = shard
+    device = output_projection(model).weight.device
 
     def dense(part) -> list[Tensor]:
         return [part[0].T @ part[1]] if matched.is_lm_head else part
@@ -335,8 +336,8 @@ def class_target(
         if index % processes != rank:
             continue
         chunk = prompts[start : start + batch_size]
-        batch = encode_prompts(tokenizer, chunk)
-        labels = torch.full((len(chunk),), label_id, dtype=torch.long)
+        batch = encode_prompts(tokenizer, chunk).to(device)
+        labels = torch.full((len(chunk),), label_id, dtype=torch.long, device=device)
         if matched.is_lm_head:
             a, h = lm_head_example_factors(model, batch, labels)
             if clip_norm:
@@ -355,13 +356,13 @@ def class_target(
         if processes == 1:
             total = _accumulate(total, dense(part))
         else:
-            mine[index] = part
+            mine[index] = [t.cpu() for t in part]  # sent as CPU tensors, whatever the device
     if processes > 1:
         from hf_gradmm.distributed import gather
 
         parts = {i: part for shard_parts in gather(mine) for i, part in shard_parts.items()}
         for index in sorted(parts):  # the one-process order: the same sum, bit for bit
-            total = _accumulate(total, dense(parts[index]))
+            total = _accumulate(total, dense([t.to(device) for t in parts[index]]))
         clipped = sum(gather(clipped))
     return ClassTarget([t / len(prompts) for t in total], len(prompts), clipped)
 

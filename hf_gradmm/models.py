@@ -184,14 +184,15 @@ def load_model_and_tokenizer(
     name_or_path: str = DEFAULT_MODEL,
     dtype: torch.dtype = torch.float32,
     attn_implementation: str | None = None,
+    device: torch.device | str | None = None,
     **kwargs,
 ):
     """Load a causal LM and its tokenizer.
 
     ``name_or_path`` is a registered name (``smollm2-135m``, ``gemma3-270m``), a local folder,
     or any Hub model id (loaded the ordinary way, so ``HF_ENDPOINT`` and the HF cache apply).
-    Returns ``(model, tokenizer)`` with the model in eval mode; the tokenizer gets a pad token
-    (its EOS) when it has none.
+    Returns ``(model, tokenizer)`` with the model in eval mode, on ``device`` when given (else
+    where ``from_pretrained`` put it); the tokenizer gets a pad token (its EOS) when it has none.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -215,6 +216,8 @@ def load_model_and_tokenizer(
         model, tokenizer = _load(name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if device is not None:
+        model.to(device)
     model.eval()
     model.hf_gradmm_name = name_or_path  # what the run records as its generator (a cache path says little)
     return model, tokenizer

@@ -50,9 +50,10 @@ class MatchingObjective:
         self.kind = kind
         self.label_token = label_token
         self.embedding = model.get_input_embeddings()
+        self.device = self.embedding.weight.device  # token ids and labels are made here
         with torch.no_grad():
-            self.lead = self.embedding(lead_ids)[None]
-            self.tail = self.embedding(tail_ids)[None]
+            self.lead = self.embedding(lead_ids.to(self.device))[None]
+            self.tail = self.embedding(tail_ids.to(self.device))[None]
         dtype = next(model.parameters()).dtype
         # Centering: match (g - C) to (G - C); without it, offsets is None and the targets are G.
         self.offsets = [c.to(dtype) for c in common.tensors] if common is not None else None
@@ -68,10 +69,10 @@ class MatchingObjective:
 
     def embed(self, ids: Tensor) -> Tensor:
         with torch.no_grad():
-            return self.embedding(ids)
+            return self.embedding(ids.to(self.device))
 
     def _labels(self, batch: int) -> Tensor:
-        return torch.full((batch,), self.label_token, dtype=torch.long)
+        return torch.full((batch,), self.label_token, dtype=torch.long, device=self.device)
 
     # -- lm_head closed form -------------------------------------------------------------------
     def factors(self, x: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
@@ -92,8 +93,9 @@ class MatchingObjective:
         full_logits = z_ids is not None or not self.matched.is_lm_head
         out = last_hidden(self.model, inputs_embeds=self.inputs(x), return_logits=full_logits)
         h, logits = out if full_logits else (out, None)
-        nll = torch.zeros(())
+        nll = torch.zeros((), device=x.device)
         if z_ids is not None:
+            z_ids = z_ids.to(x.device)
             start = self.lead.shape[1]
             pred = logits[:, start : start + z_ids.shape[1] - 1, :].float()
             nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), z_ids[:, 1:].reshape(-1))
@@ -140,6 +142,7 @@ class MatchingObjective:
         """Distances of the batches with row ``rows[k]`` replaced by ``new_rows[k]``."""
         if not self.matched.is_lm_head:
             out = []
+            ids = ids.to(self.device)
             for r, new in zip(rows.tolist(), new_rows):
                 trial = ids.clone()
                 trial[r] = new

@@ -108,7 +108,9 @@ def privatise(
         noise = [torch.randn(t.shape, generator=generator, dtype=torch.float32) * std for t in target.tensors]
         clean_norm = math.sqrt(sum(float(t.float().pow(2).sum()) for t in target.tensors))
         noise_norm = math.sqrt(sum(float(z.pow(2).sum()) for z in noise))
-        noisy[c] = ClassTarget([t + z.to(t.dtype) for t, z in zip(target.tensors, noise)], target.count, target.clipped)
+        noisy[c] = ClassTarget(  # drawn on the CPU: the same noise whatever device the target is on
+            [t + z.to(t.device, t.dtype) for t, z in zip(target.tensors, noise)], target.count, target.clipped
+        )
         per_class[c] = {
             "clipped_examples": target.clipped,
             "clipped_mean_norm": clean_norm,

@@ -67,8 +67,8 @@ def _allowed(tokenizer, num_embeddings: int, kind: str, max_chars: int) -> Tenso
 def cosine_candidates(points: Tensor, embeddings: Tensor, allowed: Tensor, topk: int) -> Tensor:
     """Top-k allowed token ids by cosine similarity to each point: (B, T, d) -> (B, T, k)."""
     unit = F.normalize(embeddings.float(), dim=-1)
-    sims = F.normalize(points.float(), dim=-1) @ unit.T
-    sims[..., ~allowed] = -float("inf")
+    sims = F.normalize(points.float().to(unit.device), dim=-1) @ unit.T
+    sims[..., ~allowed.to(unit.device)] = -float("inf")
     return sims.topk(min(topk, int(allowed.sum())), dim=-1).indices
 
 
@@ -79,7 +79,7 @@ def _zscore(x: Tensor) -> Tensor:
 @torch.no_grad()
 def _prefix_state(model: nn.Module, prefix_ids: Tensor, batch: int):
     """Run the LM prefix once for ``batch`` rows; returns (next-token logits, KV cache)."""
-    out = model(input_ids=prefix_ids.expand(batch, -1), use_cache=True)
+    out = model(input_ids=prefix_ids.to(model.device).expand(batch, -1), use_cache=True)
     return out.logits[:, -1, :].float(), out.cache
 
 
@@ -108,18 +108,20 @@ def project(
     if guidance and point_grad is None:
         raise ValueError("guided projection needs the gradient of the matching distance at the points.")
     embeddings = model.get_input_embeddings().weight
+    device = embeddings.device
+    points = points.to(device)
     candidates = cosine_candidates(points, embeddings, allowed, topk)  # (B, T, k)
     batch, length, k = candidates.shape
     if guidance:
         step = embeddings[candidates].float() - points.float()[:, :, None, :]  # (B, T, k, d)
-        gain = _zscore(-(step * point_grad.float()[:, :, None, :]).sum(-1))  # first-order decrease of f
+        gain = _zscore(-(step * point_grad.to(device).float()[:, :, None, :]).sum(-1))  # first-order decrease of f
     rows = batch * beams
     logits, cache = _prefix_state(model, prefix_ids, rows)
-    total = torch.full((batch, beams), -float("inf"))
+    total = torch.full((batch, beams), -float("inf"), device=device)
     total[:, 0] = 0.0  # every beam starts as the same empty text: expand only the first
-    ids = torch.empty(batch, beams, length, dtype=torch.long)
-    logprobs = torch.empty(batch, beams, length)
-    base = (torch.arange(batch) * beams)[:, None]
+    ids = torch.empty(batch, beams, length, dtype=torch.long, device=device)
+    logprobs = torch.empty(batch, beams, length, device=device)
+    base = (torch.arange(batch, device=device) * beams)[:, None]
     for t in range(length):
         lp = torch.log_softmax(logits, dim=-1).view(batch, beams, -1)
         cand = candidates[:, t, None, :].expand(-1, beams, -1)  # (B, W, k)
@@ -145,6 +147,7 @@ def project(
 @torch.no_grad()
 def position_logprobs(model: nn.Module, prefix_ids: Tensor, ids: Tensor) -> Tensor:
     """LM log-probabilities over the vocabulary at each position of ``ids`` (B, T) -> (B, T, V)."""
+    prefix_ids, ids = prefix_ids.to(model.device), ids.to(model.device)
     full = torch.cat([prefix_ids.expand(ids.shape[0], -1), ids], dim=1)
     logits = model(input_ids=full, use_cache=False).logits[:, prefix_ids.shape[1] - 1 : -1, :].float()
     return torch.log_softmax(logits, dim=-1)
@@ -152,6 +155,7 @@ def position_logprobs(model: nn.Module, prefix_ids: Tensor, ids: Tensor) -> Tens
 
 def token_logprobs(model: nn.Module, prefix_ids: Tensor, ids: Tensor) -> Tensor:
     """LM log-probability of each token of ``ids`` given the prefix and the tokens before it."""
+    ids = ids.to(model.device)
     return position_logprobs(model, prefix_ids, ids).gather(2, ids[..., None]).squeeze(-1)
 
 
@@ -190,11 +194,13 @@ def sample_texts(
 ) -> Tensor:
     """Sample ``batch`` continuations of exactly ``length`` allowed tokens from the LM (B, T)."""
     logits, cache = _prefix_state(model, prefix_ids, batch)
-    ids = torch.empty(batch, length, dtype=torch.long)
+    ids = torch.empty(batch, length, dtype=torch.long, device=logits.device)
+    banned = ~allowed[: logits.shape[-1]].to(logits.device)
     for t in range(length):
         logits = logits / temperature
-        logits[:, ~allowed[: logits.shape[-1]]] = -float("inf")
-        ids[:, t] = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+        logits[:, banned] = -float("inf")
+        probs = torch.softmax(logits, dim=-1).cpu()  # drawn with the (CPU) generator: seeded on any device
+        ids[:, t] = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(ids.device)
         out = model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True)
         logits, cache = out.logits[:, -1, :].float(), out.cache
     return ids
@@ -234,12 +240,13 @@ def swap_refine(
     lowers the distance while the batch's mean NLL stays within ``max_nll_increase`` nats of
     where it started. Returns the ids and their distance.
     """
-    ids = ids.clone()
-    batch, length = ids.shape
     emb = model.get_input_embeddings().weight.detach().float()
+    device = emb.device
+    ids, allowed = ids.to(device).clone(), allowed.to(device)
+    batch, length = ids.shape
     current, grad = objective.value_and_grad(ids)
     base_nll = -token_logprobs(model, prefix_ids, ids).mean().item()
-    rows_idx, pos_idx = torch.arange(batch)[:, None], torch.arange(length)[None, :]
+    rows_idx, pos_idx = torch.arange(batch, device=device)[:, None], torch.arange(length, device=device)[None, :]
     for step in range(steps):
         with torch.no_grad():
             g = grad.float()
@@ -252,11 +259,12 @@ def swap_refine(
                 lp = position_logprobs(model, prefix_ids, ids).gather(2, top_ids)
                 score = (1 - lm_weight) * _zscore(top_gain) + lm_weight * _zscore(lp)
             pool = top_ids.gather(2, score.topk(candidates_per_position, dim=-1).indices)  # (B, T, c)
-            seq = torch.randint(batch, (swaps_per_step,), generator=generator)
-            pos = torch.randint(length, (swaps_per_step,), generator=generator)
-            pick = torch.randint(candidates_per_position, (swaps_per_step,), generator=generator)
+            # drawn with the (CPU) generator, then moved: the same swaps on any device
+            seq = torch.randint(batch, (swaps_per_step,), generator=generator).to(device)
+            pos = torch.randint(length, (swaps_per_step,), generator=generator).to(device)
+            pick = torch.randint(candidates_per_position, (swaps_per_step,), generator=generator).to(device)
             new_rows = ids[seq].clone()
-            new_rows[torch.arange(swaps_per_step), pos] = pool[seq, pos, pick]
+            new_rows[torch.arange(swaps_per_step, device=device), pos] = pool[seq, pos, pick]
             values = objective.swap_values(ids, seq, new_rows)
         for k in values.argsort().tolist():
             if values[k] >= current:

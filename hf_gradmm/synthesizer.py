@@ -31,7 +31,7 @@ from transformers import TrainerControl, TrainerState
 
 from hf_gradmm.callbacks import JsonlLoggerCallback, SynthesisProgressCallback
 from hf_gradmm.config import GradMatchConfig
-from hf_gradmm.distributed import barrier, gather, world
+from hf_gradmm.distributed import barrier, device, gather, world
 from hf_gradmm.gradients import ClassTarget, class_target, encode_prompts, lm_head_example_factors, select_matched
 from hf_gradmm.objective import MatchingObjective, template_parts
 from hf_gradmm.privacy import privatise
@@ -244,11 +244,19 @@ class GradMatchSynthesizer:
             label_word=self.task.label_words[label],
         )
 
+    def _place_model(self) -> None:
+        """Put the model on this process's device (as ``Trainer`` does), unless it is dispatched over
+        several devices (``device_map``): then its inputs go where its embeddings are."""
+        if len(set(getattr(self.model, "hf_device_map", {}).values())) <= 1:
+            self.model.to(device(self.args.use_cpu))
+        self.device = self.model.get_input_embeddings().weight.device
+
     def _prepare(self) -> None:
         args = self.args
         torch.manual_seed(args.seed)
         if args.dtype == "bfloat16":
             self.model.to(torch.bfloat16)
+        self._place_model()
         self.model.eval()
         self._grad_flags = [(p, p.requires_grad) for p in self.model.parameters()]
         self.model.requires_grad_(False)
@@ -268,7 +276,7 @@ class GradMatchSynthesizer:
         self.prefix_ids = {c: start_ids(self.tokenizer, self._prefix_text(c)) for c in range(self.task.num_labels)}
         self.allowed = allowed_vocabulary(
             self.tokenizer, self.model.get_input_embeddings().weight.shape[0], args.vocab_filter
-        )
+        ).to(self.device)
         emb = self.model.get_input_embeddings().weight.detach()
         self.embed_norm = float(emb[self.allowed].float().norm(dim=-1).mean())
         t0 = time.perf_counter()
@@ -449,7 +457,7 @@ class GradMatchSynthesizer:
             prompts = self.pool[label]["target"]
             ids_list = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
             ids_list = [(ids * math.ceil(length / max(len(ids), 1)))[:length] for ids in ids_list]
-            ids = torch.tensor(ids_list, dtype=torch.long)
+            ids = torch.tensor(ids_list, dtype=torch.long, device=self.device)
             per_text = objective.per_text(ids)
             order = sorted(range(len(per_text)), key=per_text.__getitem__)[:batch]
             chosen = ids[order]
@@ -458,7 +466,7 @@ class GradMatchSynthesizer:
             return objective.embed(chosen).clone(), None  # projected, so real texts are not copied verbatim
         best, best_x = float("inf"), None
         for _ in range(args.init_candidates):
-            x = torch.randn(batch, length, emb.shape[1], generator=gen)
+            x = torch.randn(batch, length, emb.shape[1], generator=gen).to(self.device)  # same draw on any device
             x = (x / x.norm(dim=-1, keepdim=True) * self.embed_norm).to(dtype)
             value = objective.value_embeds(x)
             if value < best:
@@ -530,6 +538,8 @@ class GradMatchSynthesizer:
                 if args.grad_clip:
                     torch.nn.utils.clip_grad_norm_([x], args.grad_clip)
                 optimizer.step()
+            if x.is_cuda:  # GPU work is asynchronous: time the x-steps to their end
+                torch.cuda.synchronize(x.device)
             x_seconds += time.perf_counter() - x_start
             if stopped:
                 break
@@ -683,6 +693,8 @@ class GradMatchSynthesizer:
                 "label_words": list(self.task.label_words),
                 "template": self.task.template,
             },
+            "device": str(self.device),  # of the main process; each of `processes` computes on its own
+            "processes": self.world,
             "target_seconds": self.target_seconds,
             "target_checkpoints": self.checkpoint_report,
             "dp": self.dp_report,
@@ -711,15 +723,19 @@ class GradMatchSynthesizer:
 
     # ------------------------------------------------------------------ calibration
     def _text_ids(self, texts: list[str], length: int | None = None) -> list[torch.Tensor]:
-        return [torch.tensor(self.tokenizer(t, add_special_tokens=False)["input_ids"][:length]) for t in texts]
+        return [
+            torch.tensor(self.tokenizer(t, add_special_tokens=False)["input_ids"][:length], device=self.device)
+            for t in texts
+        ]
 
     def _batch_distance_of_texts(self, objective: MatchingObjective, label: int, texts: list[str]) -> float:
         """Batch distance of real texts (each with class ``label``'s label word) to ``objective``'s target,
         under ``objective``'s model (its checkpoint must be active)."""
         prompts = [self.task.format_prompt(t) for t in texts]
-        labels = torch.full((len(prompts),), self.label_tokens[label], dtype=torch.long)
+        labels = torch.full((len(prompts),), self.label_tokens[label], dtype=torch.long, device=self.device)
         if objective.matched.is_lm_head:
-            a, h = lm_head_example_factors(objective.model, encode_prompts(self.tokenizer, prompts), labels)
+            batch = encode_prompts(self.tokenizer, prompts).to(self.device)
+            a, h = lm_head_example_factors(objective.model, batch, labels)
             return float(objective.distance_from_factors(a, h))
         # General path: equal-length texts are needed for an embeddings batch; score one by one and average.
         values = [objective.value(ids[None]) for ids in self._text_ids(texts)]

@@ -97,7 +97,19 @@ def train_trajectory(model, tokenizer, task: TaskSpec, pool: dict, args: GradMat
     if args.trajectory_lr:
         config.learning_rate = config.lora_lr = args.trajectory_lr
     start = time.perf_counter()
-    finetune(model, tokenizer, task, texts, labels, None, config, args.seed, checkpoint_dir=str(out), save_steps=every)
+    finetune(
+        model,
+        tokenizer,
+        task,
+        texts,
+        labels,
+        None,
+        config,
+        args.seed,
+        checkpoint_dir=str(out),
+        save_steps=every,
+        use_cpu=args.use_cpu,
+    )
     seconds = time.perf_counter() - start
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -172,7 +184,7 @@ def load_checkpoints(
                     f"target checkpoint {spec!r} has a vocabulary of {full.get_input_embeddings().weight.shape[0]} "
                     f"tokens, the model {want}: a checkpoint must be a fine-tuning of the same model."
                 )
-            full.eval().requires_grad_(False)
+            full.to(model.get_input_embeddings().weight.device).eval().requires_grad_(False)
             checkpoints.append(Checkpoint(spec, full, weight))
             kind = "full model"
         report["checkpoints"].append({"name": spec, "source": source, "kind": kind, "weight": weight})
@@ -201,11 +213,11 @@ class TrajectoryObjective:
 
     def embed(self, ids: Tensor) -> Tensor:
         with torch.no_grad():
-            return self.embedding(ids)
+            return self.embedding(ids.to(self.embedding.weight.device))
 
     def distance(self, x: Tensor, need_grad: bool = True, z_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Weighted distance; the LM term (``z_ids``) is taken under the first checkpoint only."""
-        nll = torch.zeros(())
+        nll = torch.zeros((), device=x.device)
         total = None
         for n, (checkpoint, objective) in enumerate(self.parts):
             with checkpoint.active():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,58 @@ def test_two_processes_make_the_same_texts_and_resume_per_shard(tiny_dir, tmp_pa
     (two / "rounds" / "round_0003.json").unlink()
     _synthesize("--model", tiny_dir, *TINY, "--output-dir", str(two), "--num-processes", "2", "--resume")
     assert {p.name: p.stat().st_mtime_ns for p in (two / "rounds").glob("round_*.json") if p.name in kept} == kept
+    assert load_from_disk(str(two))["text"] == load_from_disk(str(one))["text"]
+
+
+def _worker(launcher: int, rank: int):
+    """The worker process of ``rank`` under the launch started as ``launcher`` (pid), or None."""
+    import psutil
+
+    for child in psutil.Process(launcher).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "hf_gradmm.cli" in " ".join(child.cmdline()):
+                return child
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+def test_a_killed_process_loses_only_its_unfinished_round(tiny_dir, tmp_path):
+    """SIGKILL process 1 in the middle of its second round: every round finished before the kill
+    stays on disk as written, and a --resume makes the missing rounds only, with the 1-process texts."""
+    slower = [*TINY, "--per-class", "8", "--outer-steps", "3", "--inner-steps", "20", "--refine-steps", "20"]
+    args = ["--model", tiny_dir, *slower]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _synthesize(*args, "--output-dir", str(one))
+    command = [sys.executable, "-m", "hf_gradmm.cli", "synthesize", *args, "--output-dir", str(two)]
+    run = subprocess.Popen(
+        [*command, "--num-processes", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **ONE_THREAD},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (two / "rounds" / "round_0001.json").exists():  # process 1's first round: it is now on round 3
+            assert run.poll() is None and time.monotonic() < deadline, "the 2-process run ended before the kill"
+            time.sleep(0.02)
+        victim = _worker(run.pid, 1)
+        assert victim is not None
+        victim.kill()
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode != 0, "the launch must fail when a process dies"
+    finished = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (two / "rounds").glob("round_*.json")}
+    assert "round_0001.json" in finished and len(finished) < 8, sorted(finished)
+    assert not (two / "metrics.json").exists()  # nothing but finished rounds was written
+    _synthesize(*args, "--output-dir", str(two), "--num-processes", "2", "--resume")
+    after = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (two / "rounds").glob("round_*.json")}
+    assert {name: after[name] for name in finished} == finished  # kept as they were, not redone
+    assert len(after) == 8
     assert load_from_disk(str(two))["text"] == load_from_disk(str(one))["text"]
 
 

@@ -84,6 +84,7 @@ def members_and_nonmembers(synthesis_dir: Path, data, task) -> tuple[tuple[list,
 def run_audit(args: AuditArguments, recipe: FinetuneConfig, loaded: tuple | None = None) -> dict:
     """Fine-tune on every source, attack, write ``args.output`` (+ .md); returns the results."""
     from hf_gradmm.builder import read_synthesis_dir
+    from hf_gradmm.distributed import device
     from hf_gradmm.evaluation.baselines import gradmm_texts
     from hf_gradmm.memorisation import memorisation_report
     from hf_gradmm.models import load_model_and_tokenizer
@@ -95,7 +96,7 @@ def run_audit(args: AuditArguments, recipe: FinetuneConfig, loaded: tuple | None
     _, config, metrics = read_synthesis_dir(first)
     data, task = load_task(config.to_task())
     members, nonmembers = members_and_nonmembers(first, data, task)
-    model, tokenizer = loaded or load_model_and_tokenizer(args.model)
+    model, tokenizer = loaded or load_model_and_tokenizer(args.model, device=device())
     dev = _split(data["validation"], recipe.dev_examples, seed=0)
     references = [r.strip() for r in args.references.split(",") if r.strip()]
     unknown = [r for r in references if r not in ("real_pool", "none")]

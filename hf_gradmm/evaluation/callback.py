@@ -57,9 +57,10 @@ class TransferCallback(TrainerCallback):
 
     def _model(self, name: str):
         if self.models[name] is None:
+            from hf_gradmm.distributed import device
             from hf_gradmm.models import load_model_and_tokenizer
 
-            self.models[name] = load_model_and_tokenizer(name)
+            self.models[name] = load_model_and_tokenizer(name, device=device())
         return self.models[name]
 
     def evaluate(self, texts: list[str], labels: list[int], task: TaskSpec | None = None) -> dict[str, dict]:

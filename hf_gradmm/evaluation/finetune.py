@@ -125,13 +125,15 @@ def finetune(
     seed: int,
     checkpoint_dir: str | None = None,
     save_steps: int = 0,
+    use_cpu: bool = False,
 ):
     """Fine-tune a copy of ``model`` on (texts, labels); returns (model, dev history, best step).
 
     With a ``dev`` split the returned model carries the parameters of the best dev evaluation;
     without one it is the last step's, after exactly ``max_steps`` steps. ``checkpoint_dir``
     with ``save_steps``: the Trainer also saves ``checkpoint-<step>`` folders there (model or
-    adapter only; the trajectory targets load them). The input model is not changed.
+    adapter only; the trajectory targets load them). ``use_cpu``: train on the CPU even with a
+    GPU (the Trainer's device otherwise). The input model is not changed.
     """
     model = copy.deepcopy(model)
     model.requires_grad_(config.finetune == "full")  # LoRA: peft makes only the adapters trainable
@@ -176,6 +178,7 @@ def finetune(
             seed=seed,
             data_seed=seed,
             remove_unused_columns=False,
+            use_cpu=use_cpu,
         )
         trainer = Trainer(
             model=model,

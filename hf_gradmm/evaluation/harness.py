@@ -82,6 +82,7 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
     ``models`` maps names to already loaded ``(model, tokenizer)`` pairs (the rest are loaded).
     """
     from hf_gradmm.config import GradMatchConfig
+    from hf_gradmm.distributed import device
     from hf_gradmm.models import load_model_and_tokenizer
     from hf_gradmm.synthesizer import DEFAULT_PREFIX, real_pool
 
@@ -101,7 +102,7 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
 
     def get(name):
         if name not in loaded:
-            loaded[name] = load_model_and_tokenizer(name)
+            loaded[name] = load_model_and_tokenizer(name, device=device())
         return loaded[name]
 
     first_dir = next(iter(synthetic.values()), None)
