@@ -281,7 +281,7 @@ class GradMatchConfig(TaskArguments):
         metadata={
             "help": "Compute on the CPU even when a CUDA GPU is available (as TrainingArguments.use_cpu). By "
             "default the model and every tensor of the run go to the GPU (under a multi-GPU launch, each process "
-            "to its own); a model dispatched over several devices (device_map) stays where it is."
+            "to its own); a model loaded with a device_map stays where it is."
         },
     )
 

@@ -87,13 +87,23 @@ def check_config(args) -> None:
 
 
 def privatise(
-    targets: dict[int, ClassTarget], args, generator: torch.Generator | None = None, releases: int = 1
-) -> tuple[dict, dict]:
-    """Add the calibrated Gaussian noise to every class target (clipped already); returns the noisy
-    targets and the report the dataset card shows. ``generator`` defaults to one seeded from the
-    OS's secure randomness (the noise must not be reproducible from the config's seed).
-    ``releases``: how many times the same examples' targets are released (one per target
-    checkpoint); K Gaussian releases of sensitivity Delta are one of sensitivity Delta sqrt(K)."""
+    targets: dict[int, ClassTarget],
+    args,
+    generator: torch.Generator | None = None,
+    releases: int = 1,
+    row_dim: int | None = None,
+) -> tuple[dict, dict, dict]:
+    """Add the calibrated Gaussian noise to every class target (clipped already).
+
+    Returns the noisy targets, the public report (the dataset card shows it: only the
+    configuration, the calibration and figures derived from them) and the local statistics
+    (per class: the clean target's norm, the examples clipped, the noise drawn; statistics of
+    the private data, outside the guarantee, so never published). ``generator`` defaults to one
+    seeded from the OS's secure randomness (the noise must not be reproducible from the config's
+    seed). ``releases``: how many times the same examples' targets are released (one per target
+    checkpoint); K Gaussian releases of sensitivity Delta are one of sensitivity Delta sqrt(K).
+    ``row_dim``: for ``lm_head`` targets, the hidden size d, to report the signal-to-noise bound
+    of one output row (where the label word's gradient sits)."""
     counts = {t.count for t in targets.values()}
     if len(counts) != 1:
         raise ValueError(f"DP needs the same public count of target examples per class (got {sorted(counts)}).")
@@ -103,7 +113,7 @@ def privatise(
     std = sigma * delta_l2
     if generator is None:
         generator = torch.Generator().manual_seed(secrets.randbits(63))
-    noisy, per_class = {}, {}
+    noisy, local = {}, {}
     for c, target in targets.items():
         noise = [torch.randn(t.shape, generator=generator, dtype=torch.float32) * std for t in target.tensors]
         clean_norm = math.sqrt(sum(float(t.float().pow(2).sum()) for t in target.tensors))
@@ -111,12 +121,14 @@ def privatise(
         noisy[c] = ClassTarget(  # drawn on the CPU: the same noise whatever device the target is on
             [t + z.to(t.device, t.dtype) for t, z in zip(target.tensors, noise)], target.count, target.clipped
         )
-        per_class[c] = {
+        local[c] = {
             "clipped_examples": target.clipped,
             "clipped_mean_norm": clean_norm,
             "noise_norm": noise_norm,
             "signal_to_noise": clean_norm / noise_norm if noise_norm else math.inf,
         }
+    coordinates = sum(t.numel() for t in next(iter(targets.values())).tensors)
+    expected_noise = std * math.sqrt(coordinates)
     report = {
         "epsilon": args.dp_epsilon,
         "delta": args.dp_delta,
@@ -129,6 +141,12 @@ def privatise(
         "noise_multiplier": sigma,
         "noise_std": std,
         "accountant": accountant_name(),
-        "per_class": per_class,
+        # Public bounds: the clipped mean has norm <= C whatever the data; its actual norm is private.
+        "coordinates": coordinates,
+        "noise_norm_expected": expected_noise,
+        "signal_to_noise_at_most": args.dp_clip_norm / expected_noise if expected_noise else math.inf,
     }
-    return noisy, report
+    if row_dim:
+        report["row_noise_norm_expected"] = std * math.sqrt(row_dim)
+        report["row_signal_to_noise_at_most"] = args.dp_clip_norm / report["row_noise_norm_expected"]
+    return noisy, report, local

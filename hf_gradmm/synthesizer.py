@@ -48,6 +48,10 @@ from hf_gradmm.tasks import TaskSpec, label_token_ids, load_task
 from hf_gradmm.trajectory import THETA0, Checkpoint, TrajectoryObjective, load_checkpoints
 
 DEFAULT_PREFIX = "Here is a {description} {domain}:"
+DP_LOCAL_NOTE = (
+    "Statistics of the clean (private) targets: the clipped mean's norm, the examples clipped, the noise drawn "
+    "and their ratio. They are not covered by the DP guarantee; keep them local (the builder never publishes them)."
+)
 
 
 @dataclass
@@ -245,9 +249,10 @@ class GradMatchSynthesizer:
         )
 
     def _place_model(self) -> None:
-        """Put the model on this process's device (as ``Trainer`` does), unless it is dispatched over
-        several devices (``device_map``): then its inputs go where its embeddings are."""
-        if len(set(getattr(self.model, "hf_device_map", {}).values())) <= 1:
+        """Put the model on this process's device (as ``Trainer`` does), unless it was loaded with a
+        ``device_map`` (placed by the user or dispatched over devices): then it stays, and its
+        inputs go where its embeddings are."""
+        if getattr(self.model, "hf_device_map", None) is None:
             self.model.to(device(self.args.use_cpu))
         self.device = self.model.get_input_embeddings().weight.device
 
@@ -285,7 +290,8 @@ class GradMatchSynthesizer:
         t0 = time.perf_counter()
         dp = args.dp_epsilon > 0
         noise = self._dp_generator() if dp else None
-        self.dp_report: dict | None = None
+        self.dp_report: dict | None = None  # public: the card shows it
+        self.dp_local = {"note": DP_LOCAL_NOTE, "per_checkpoint": {}} if dp else None
         # parts[c]: (checkpoint, that checkpoint's objective for class c), one per checkpoint
         self.parts: dict[int, list[tuple[Checkpoint, MatchingObjective]]] = {c: [] for c in range(self.task.num_labels)}
         for checkpoint in self.checkpoints:
@@ -305,10 +311,12 @@ class GradMatchSynthesizer:
                         clip_norm=args.dp_clip_norm if dp else 0.0,
                     )
                 if dp:  # the noisy targets are all that the rest of the run reads from the real data
-                    targets, report = privatise(targets, args, noise, releases=len(self.checkpoints))
-                    per_class = {self.task.label_names[c]: v for c, v in report.pop("per_class").items()}
+                    row_dim = matched.parameters()[0].shape[1] if matched.is_lm_head else None
+                    targets, report, local = privatise(targets, args, noise, len(self.checkpoints), row_dim)
                     self.dp_report = self.dp_report or report
-                    self.dp_report.setdefault("per_class", {})[checkpoint.name] = per_class
+                    self.dp_local["per_checkpoint"][checkpoint.name] = {
+                        self.task.label_names[c]: v for c, v in local.items()
+                    }
                 common = None
                 if args.target_centering == "common":
                     n = len(targets)
@@ -698,6 +706,7 @@ class GradMatchSynthesizer:
             "target_seconds": self.target_seconds,
             "target_checkpoints": self.checkpoint_report,
             "dp": self.dp_report,
+            "dp_local": self.dp_local,  # statistics of the private data: the builder never publishes them
             "seq_len": {self.task.label_names[c]: n for c, n in self.seq_lens.items()},
             "per_class": {},
         }

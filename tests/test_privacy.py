@@ -32,7 +32,7 @@ def test_sigma_is_the_accountants_calibration(epsilon, delta):
 def test_noise_std_is_sigma_times_sensitivity_empirically():
     args = GradMatchConfig(**DP, dp_clip_norm=2.0, dp_neighbouring="replace_one")
     zero = {0: ClassTarget([torch.zeros(400, 500)], 50), 1: ClassTarget([torch.zeros(400, 500)], 50)}
-    noisy, report = privatise(zero, args, torch.Generator().manual_seed(0))
+    noisy, report, local = privatise(zero, args, torch.Generator().manual_seed(0), row_dim=500)
     expected = noise_multiplier(4.0, 1e-5) * sensitivity(2.0, 50, "replace_one")
     assert report["noise_std"] == pytest.approx(expected) and report["sensitivity_l2"] == pytest.approx(4.0 / 50)
     for c in (0, 1):
@@ -40,6 +40,12 @@ def test_noise_std_is_sigma_times_sensitivity_empirically():
         assert float(sample.std()) == pytest.approx(expected, rel=0.01)  # 200,000 draws
         assert abs(float(sample.mean())) < 3 * expected / math.sqrt(sample.numel()) * 2
     assert not torch.equal(noisy[0].tensors[0], noisy[1].tensors[0])  # independent noise per class
+    # Public bounds from the configuration alone; the measured figures stay in the local statistics.
+    assert report["noise_norm_expected"] == pytest.approx(expected * math.sqrt(200_000))
+    assert report["signal_to_noise_at_most"] == pytest.approx(2.0 / (expected * math.sqrt(200_000)))
+    assert report["row_signal_to_noise_at_most"] == pytest.approx(2.0 / (expected * math.sqrt(500)))
+    assert local[0]["noise_norm"] == pytest.approx(report["noise_norm_expected"], rel=0.01)
+    assert local[0]["clipped_mean_norm"] == 0.0 and "clipped_mean_norm" not in str(report)
     two = privatise(zero, args, torch.Generator().manual_seed(0), releases=4)[1]
     assert two["noise_std"] == pytest.approx(2 * expected)  # 4 releases: sqrt(4) x the sensitivity
 
@@ -106,8 +112,10 @@ def test_dp_run_uses_noisy_targets_reports_them_and_resumes_with_the_same_noise(
     result = synth.train()
     dp = result.metrics["dp"]
     assert dp["epsilon"] == 4.0 and dp["noise_multiplier"] == pytest.approx(noise_multiplier(4.0, 1e-5))
-    assert set(dp["per_class"]["theta0"]) == {"negative", "positive"}
-    assert all(v["signal_to_noise"] > 0 for v in dp["per_class"]["theta0"].values())
+    local = result.metrics["dp_local"]["per_checkpoint"]["theta0"]
+    assert set(local) == {"negative", "positive"} and "per_class" not in dp
+    assert all(v["signal_to_noise"] > 0 for v in local.values())
+    assert dp["row_signal_to_noise_at_most"] == pytest.approx(1.0 / (dp["noise_std"] * math.sqrt(32)))
     assert result.metrics["calibration"]["negative"]["heldout_same_class"] is None  # no real text read
     noisy = synth.parts[0][0][1].targets[0].clone()
     clean = class_target(
@@ -150,7 +158,9 @@ def test_builder_publishes_nothing_read_from_real_data_for_a_dp_run(
     assert len((folder / "memorisation_with_real_texts.jsonl").read_text().splitlines()) == len(built)  # local
     card = (folder / "README.md").read_text()
     assert "made with differential privacy: epsilon 4.0" in card and "noise_multiplier" in card
-    assert "signal_to_noise" in card and "dp-accounting" in card and "Not published" in card
+    assert "signal_to_noise_at_most" in card and "dp-accounting" in card and "Not published" in card
+    for private in ("clipped_mean_norm", "clipped_examples", "dp_local"):  # statistics of the private data
+        assert private not in card and private not in (folder / "build_report.json").read_text()
 
 
 def test_membership_auc_is_the_rank_statistic():
@@ -214,7 +224,7 @@ def test_real_model_dp_synthesis_and_audit(smollm2, rotten_tomatoes, tmp_path):
     dp = result.metrics["dp"]
     assert dp["noise_multiplier"] == pytest.approx(noise_multiplier(16.0, 1e-5))
     assert dp["noise_std"] == pytest.approx(dp["noise_multiplier"] * 1.0 / 16)
-    for stats in dp["per_class"]["theta0"].values():
+    for stats in result.metrics["dp_local"]["per_checkpoint"]["theta0"].values():
         # 28.3M coordinates of noise at std 0.0215 against a clipped mean of norm <= 1.
         assert stats["noise_norm"] == pytest.approx(dp["noise_std"] * math.sqrt(49152 * 576), rel=0.01)
         assert stats["clipped_mean_norm"] <= 1.0 + 1e-6 and stats["signal_to_noise"] < 0.02
