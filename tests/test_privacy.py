@@ -172,6 +172,20 @@ def test_membership_auc_is_the_rank_statistic():
     assert membership_auc([0.1, 0.6], [0.5, 0.9]) == 0.75
 
 
+def test_chance_band_matches_the_null_distribution_of_the_auc():
+    """95% of AUCs between two samples from one distribution fall within 0.5 +- chance_band."""
+    import random
+
+    from hf_gradmm.evaluation.audit import chance_band, membership_auc
+
+    band = chance_band(100, 100)
+    assert band == pytest.approx(0.080, abs=0.001)
+    rng = random.Random(0)
+    aucs = [membership_auc([rng.random() for _ in range(100)], [rng.random() for _ in range(100)]) for _ in range(2000)]
+    inside = sum(abs(a - 0.5) <= band for a in aucs) / len(aucs)
+    assert 0.93 <= inside <= 0.97
+
+
 def test_audit_runs_every_source_on_disjoint_members_and_nonmembers(
     tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path
 ):
