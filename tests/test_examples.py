@@ -59,3 +59,29 @@ def test_hub_example_fails_fast_and_clearly_without_the_hub(script, tmp_path):
     assert "Traceback" not in proc.stderr
     assert time.perf_counter() - start < 60
     assert not (tmp_path / script / "synthesis").exists()  # nothing started
+
+
+def test_dp_signal_scores_runs_against_the_clean_targets(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):
+    """examples/dp_signal.py: a non-DP run's distances to the clean targets are its own final
+    distances (its targets are the clean ones); a DP run gets a distance to every class's target."""
+    from hf_gradmm.config import GradMatchConfig
+    from hf_gradmm.models import load_model_and_tokenizer
+    from hf_gradmm.synthesizer import GradMatchSynthesizer
+
+    folder = tmp_path / "model"
+    tiny_llama.save_pretrained(folder)
+    smollm2_tokenizer.save_pretrained(folder)
+    model, tok = load_model_and_tokenizer(str(folder))
+    common = dict(per_class=2, texts_per_round=2, seq_len=5, outer_steps=1, inner_steps=2, topk=20, refine_steps=1)
+    common.update(target_examples=8, heldout_examples=0, disable_tqdm=True)
+    for name, extra in (("nodp", {}), ("dp", {"dp_epsilon": 4.0})):
+        args = GradMatchConfig(output_dir=str(tmp_path / name), **common, **extra)
+        GradMatchSynthesizer(model, args, train_dataset=rotten_tomatoes[0]["train"], processing_class=tok).train()
+    out = tmp_path / "signal.json"
+    proc = _run("dp_signal", "--runs", f"nodp={tmp_path / 'nodp'},dp={tmp_path / 'dp'}", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = json.loads(out.read_text())
+    metrics = json.loads((tmp_path / "nodp" / "metrics.json").read_text())
+    for name in ("negative", "positive"):
+        assert scores["nodp"][name][name] == pytest.approx(metrics["per_class"][name]["final_distance"], rel=1e-4)
+        assert set(scores["dp"][name]) == {"negative", "positive"}
