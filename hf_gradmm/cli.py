@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "synthesize" and parsed[0].num_processes > 1 and "WORLD_SIZE" not in os.environ:
             from hf_gradmm.distributed import launch
 
-            return launch([command, *rest], parsed[0].num_processes)
+            return launch([command, *rest], parsed[0].num_processes, parsed[0].use_cpu)
         if command == "info":
             info(json_output=parsed[0].json)
         elif command == "preview":

@@ -13,17 +13,39 @@ import subprocess
 import sys
 
 
-def _state():
+def _cpu_launch() -> bool:
+    """Whether the processes run on CPUs: no CUDA, or the launch asked for CPUs
+    (``ACCELERATE_USE_CPU``, set by ``launch(use_cpu=True)``)."""
     import torch
+
+    return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+
+
+def check_gpus(num_processes: int, use_cpu: bool = False) -> None:
+    """Refuse more GPU processes than GPUs (each process computes on its own), naming the fixes."""
+    import torch
+
+    if use_cpu or _cpu_launch() or num_processes <= torch.cuda.device_count():
+        return
+    raise ValueError(
+        f"{num_processes} processes need {num_processes} GPUs (one each) and this machine has "
+        f"{torch.cuda.device_count()}: use --num-processes {torch.cuda.device_count()}, or --use-cpu to run the "
+        "processes on the CPU."
+    )
+
+
+def _state():
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=_cpu_launch())
 
 
 def world() -> tuple[int, int]:
     """``(rank, number of processes)``; ``(0, 1)`` outside a multi-process launch."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes <= 1:
         return 0, 1
+    check_gpus(int(os.environ.get("LOCAL_WORLD_SIZE", processes)))
     state = _state()
     return state.process_index, state.num_processes
 
@@ -34,7 +56,7 @@ def device(use_cpu: bool = False):
     else the CPU; ``use_cpu`` forces the CPU (as ``TrainingArguments.use_cpu``)."""
     import torch
 
-    if use_cpu or not torch.cuda.is_available():
+    if use_cpu or _cpu_launch():
         return torch.device("cpu")
     if world()[1] > 1:
         return _state().device
@@ -56,13 +78,14 @@ def barrier() -> None:
         _state().wait_for_everyone()
 
 
-def launch(argv: list[str], num_processes: int) -> int:
+def launch(argv: list[str], num_processes: int, use_cpu: bool = False) -> int:
     """Rerun ``hf-gradmm <argv>`` as ``num_processes`` processes with ``accelerate launch``.
 
     ``--multi_gpu`` makes accelerate start them with torchrun; on a machine without GPUs the
     processes then use the gloo backend on the CPU (one thread each unless OMP_NUM_THREADS says
-    otherwise). Returns the launch's exit status.
+    otherwise); ``use_cpu`` does the same on a machine with GPUs. Returns the launch's exit status.
     """
+    check_gpus(num_processes, use_cpu)
     command = [
         sys.executable,
         "-m",
@@ -81,4 +104,5 @@ def launch(argv: list[str], num_processes: int) -> int:
         "hf_gradmm.cli",
         *argv,
     ]
-    return subprocess.run(command, check=False).returncode
+    env = {**os.environ, **({"ACCELERATE_USE_CPU": "true"} if use_cpu else {})}
+    return subprocess.run(command, check=False, env=env).returncode

@@ -10,6 +10,21 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_gpu(request, monkeypatch):
+    """On a machine with CUDA, in-process tests still compute on the CPU (they share session-scoped
+    CPU models and build CPU tensors); tests marked ``gpu`` use the GPU. A no-op without CUDA."""
+    if torch.cuda.is_available() and "gpu" not in request.keywords:
+        import hf_gradmm.distributed
+        import hf_gradmm.synthesizer
+
+        def on_cpu(use_cpu: bool = False) -> torch.device:
+            return torch.device("cpu")
+
+        monkeypatch.setattr(hf_gradmm.distributed, "device", on_cpu)
+        monkeypatch.setattr(hf_gradmm.synthesizer, "device", on_cpu)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """(model, tokenizer) of the real SmolLM2-135M, from the hf_gradmm cache."""

@@ -1,7 +1,7 @@
 """Where the engine computes: the device choice, and (where a CUDA GPU exists) a run on it.
 
-The CPU tests run everywhere; the GPU ones are skipped without CUDA, so CI (CPU only) runs the
-first group and a GPU machine runs all of them.
+The CPU tests run everywhere; the GPU ones (marked ``gpu``) are skipped without CUDA, so CI (CPU
+only) runs the first group and a GPU machine runs all of them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from hf_gradmm.gradients import ClassTarget, select_matched
 from hf_gradmm.objective import MatchingObjective
 from hf_gradmm.synthesizer import GradMatchSynthesizer
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+def gpu_test(test):
+    """Runs on the GPU (the conftest keeps every other test on the CPU); skipped without CUDA."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+
+
 TINY = dict(
     per_class=2,
     texts_per_round=2,
@@ -41,6 +46,20 @@ def test_device_choice(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert device() == torch.device("cuda", 0)  # one process: the current GPU
     assert device(use_cpu=True) == torch.device("cpu")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # what launch(use_cpu=True) sets for its processes
+    assert device() == torch.device("cpu")
+
+
+def test_more_gpu_processes_than_gpus_are_refused(monkeypatch):
+    from hf_gradmm.distributed import check_gpus
+
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="2 processes need 2 GPUs .* has 1: use --num-processes 1, or --use-cpu"):
+        check_gpus(2)
+    check_gpus(1)
+    check_gpus(2, use_cpu=True)  # CPU processes: any number
 
 
 def test_use_cpu_is_a_runtime_field():
@@ -60,7 +79,7 @@ def test_cpu_run_reports_its_device(tiny_llama, smollm2_tokenizer, rotten_tomato
     assert next(tiny_llama.parameters()).device.type == "cpu"
 
 
-@CUDA
+@gpu_test
 @pytest.mark.parametrize(
     "overrides", [{}, {"dp_epsilon": 4.0, "heldout_examples": 0}, {"matched_params": r"layers\.1\."}]
 )
@@ -84,7 +103,7 @@ def test_gpu_run_computes_on_the_gpu_and_its_distances_hold_on_the_cpu(
             assert on_cpu.value(ids) == pytest.approx(record.final_distance, rel=1e-3, abs=1e-5)
 
 
-@CUDA
+@gpu_test
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_two_gpus_make_the_same_texts_as_one(tiny_llama, smollm2_tokenizer, tmp_path):
     import subprocess
@@ -105,7 +124,7 @@ def test_two_gpus_make_the_same_texts_as_one(tiny_llama, smollm2_tokenizer, tmp_
     assert load_from_disk(str(tmp_path / "two"))["text"] == load_from_disk(str(tmp_path / "one"))["text"]
 
 
-@CUDA
+@gpu_test
 @pytest.mark.slow
 def test_real_model_on_the_gpu(smollm2, rotten_tomatoes, tmp_path):
     model, tok = copy.deepcopy(smollm2[0]), smollm2[1]
