@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from hf_gradmm.builder import read_synthesis_dir
-from hf_gradmm.gradients import class_target, select_matched
+from hf_gradmm.engine.gradients import class_target, select_matched
+from hf_gradmm.engine.objective import MatchingObjective, template_parts
 from hf_gradmm.models import load_model_and_tokenizer
-from hf_gradmm.objective import MatchingObjective, template_parts
-from hf_gradmm.synthesizer import real_pool
+from hf_gradmm.rundir import read_synthesis_dir
+from hf_gradmm.targets.pool import real_pool
 from hf_gradmm.tasks import label_token_ids, load_task
 
 

@@ -6,10 +6,21 @@ Each field is a flag (``--text-column`` or ``--text_column``) and a YAML key
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Literal, get_args, get_origin, get_type_hints
 
 from hf_gradmm.models import DEFAULT_MODEL
 from hf_gradmm.tasks import DEFAULT_TASK, TaskSpec, resolve_task
+
+
+def check_choices(args) -> None:
+    """Refuse a value outside its ``Literal[...]`` field type, naming the allowed ones (the CLI's
+    parser checks the same choices; this covers configs built in Python)."""
+    hints = get_type_hints(type(args))
+    for f in fields(args):
+        hint = hints.get(f.name)
+        if get_origin(hint) is Literal and getattr(args, f.name) not in get_args(hint):
+            raise ValueError(f"{f.name}={getattr(args, f.name)!r} is not one of {get_args(hint)}.")
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""``hf-gradmm bench step``: one x-step, the reference formulation against ours, in one run.
+"""``hf-gradmm bench step``: one x-step, the authors' formulation against ours, in one run.
 
-(a) reference: autograd gradient of the lm_head weight with ``create_graph``, cosine to the
-target, double backward, eager attention (the authors' formulation);
+(a) the authors' formulation: autograd gradient of the lm_head weight with ``create_graph``,
+cosine to the target, double backward, eager attention (the JSON keys call it ``reference``);
 (b) ours: the closed form of ``gradients.py``, one first-order backward, SDPA attention.
 Both differentiate the same f(X) at the same X; the report gives seconds per step, their
 ratio, how far apart the two X-gradients are, and our achieved FLOP/s (counted by
@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+
+from hf_gradmm.distributed import device as compute_device
+from hf_gradmm.engine.gradients import class_target, model_state_kept, prepare_matched
+from hf_gradmm.engine.objective import MatchingObjective, template_parts
+from hf_gradmm.tasks import label_token_ids, load_task
 
 
 @dataclass
@@ -53,21 +58,14 @@ def matmul_peak_gflops(
     return 2 * n**3 / _median_seconds(lambda: a @ b, repeats) / 1e9
 
 
-def bench_step(model, tokenizer, task, args: BenchArguments) -> dict:
-    """Time one x-step both ways on the same X and target; see the module docstring."""
-    from hf_gradmm.distributed import device as compute_device
-    from hf_gradmm.gradients import ClassTarget, class_target, select_matched
-    from hf_gradmm.objective import MatchingObjective, template_parts
-    from hf_gradmm.tasks import label_token_ids, load_task
-
-    device = compute_device(args.use_cpu)
-    model.to(device)
+def _setup(model, tokenizer, task, args: BenchArguments, device):
+    """A positive-class lm_head target from 16 real texts, its objective, a random X and the labels."""
     data, task = load_task(task)
     label = 1 if task.num_labels > 1 else 0
     token = label_token_ids(task, tokenizer)[label]
     texts = [t for t, y in zip(data["train"]["text"][:400], data["train"]["label"][:400]) if y == label][:16]
-    matched = select_matched(model, "lm_head")
-    target: ClassTarget = class_target(model, tokenizer, matched, [task.format_prompt(t) for t in texts], token)
+    matched = prepare_matched(model, "lm_head")
+    target = class_target(model, tokenizer, matched, [task.format_prompt(t) for t in texts], token)
     lead, tail = template_parts(task.template, tokenizer)
     objective = MatchingObjective(model, matched, target, token, lead, tail, "cos")
     torch.manual_seed(0)
@@ -75,42 +73,45 @@ def bench_step(model, tokenizer, task, args: BenchArguments) -> dict:
     x0 = torch.randn(args.batch, args.seq_len, emb.shape[1]).to(device)
     x0 = x0 / x0.norm(dim=-1, keepdim=True) * emb.norm(dim=-1).mean()
     labels = torch.full((args.batch,), token, device=device)
-    g_target = target.tensors[0]
+    return objective, target, x0, labels, (lead, tail)
 
-    def reference():
-        x = x0.clone().requires_grad_(True)
-        logits = model(inputs_embeds=objective.inputs(x), use_cache=False).logits[:, -1, :]
-        loss = F.cross_entropy(logits.float(), labels)
-        (grad,) = torch.autograd.grad(loss, model.lm_head.weight, create_graph=True)
-        f = 1 - F.cosine_similarity(grad.reshape(-1), g_target.reshape(-1), dim=0)
-        f.backward()
-        return x.grad, float(f.detach())
 
-    def ours(x_init=x0):
-        x = x_init.clone().requires_grad_(True)
-        f, _ = objective.distance(x)
-        f.backward()
-        return x.grad, float(f.detach())
+def _gradient_at(objective, x0: torch.Tensor):
+    """Our step: the closed-form f and one first-order backward; returns (dX, f)."""
+    x = x0.clone().requires_grad_(True)
+    f, _ = objective.distance(x)
+    f.backward()
+    return x.grad, float(f.detach())
 
-    previous = model.config._attn_implementation
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.requires_grad_(False)
-    model.lm_head.weight.requires_grad_(True)  # the reference differentiates w.r.t. it
-    try:
+
+def bench_step(model, tokenizer, task, args: BenchArguments) -> dict:
+    """Time one x-step both ways on the same X and target; see the module docstring."""
+    device = compute_device(args.use_cpu)
+    model.to(device)
+    with model_state_kept(model):  # flags and attention mode go back as they were
+        objective, target, x0, labels, template = _setup(model, tokenizer, task, args, device)
+        g_target = target.tensors[0]
+
+        def authors():
+            x = x0.clone().requires_grad_(True)
+            logits = model(inputs_embeds=objective.inputs(x), use_cache=False).logits[:, -1, :]
+            loss = F.cross_entropy(logits.float(), labels)
+            (grad,) = torch.autograd.grad(loss, model.lm_head.weight, create_graph=True)
+            f = 1 - F.cosine_similarity(grad.reshape(-1), g_target.reshape(-1), dim=0)
+            f.backward()
+            return x.grad, float(f.detach())
+
+        model.lm_head.weight.requires_grad_(True)  # the authors' step differentiates w.r.t. it
         model.set_attn_implementation("eager")
-        ref_grad, ref_f = reference()
-        reference_s = _median_seconds(reference, args.repeats)
+        ref_grad, ref_f = authors()
+        reference_s = _median_seconds(authors, args.repeats)
         model.set_attn_implementation("sdpa")
         model.lm_head.weight.requires_grad_(False)
-        fast_grad, fast_f = ours()
-        fast_s = _median_seconds(ours, args.repeats)
+        fast_grad, fast_f = _gradient_at(objective, x0)
+        fast_s = _median_seconds(lambda: _gradient_at(objective, x0), args.repeats)
         with FlopCounterMode(display=False) as counter:
-            ours()
+            _gradient_at(objective, x0)
         flops = counter.get_total_flops()
-    finally:
-        model.set_attn_implementation(previous)
-        for p, flag in flags:
-            p.requires_grad_(flag)
     report = {
         "model": getattr(model.config, "_name_or_path", ""),
         "device": str(device),
@@ -128,23 +129,25 @@ def bench_step(model, tokenizer, task, args: BenchArguments) -> dict:
         "matmul_peak_gflops": matmul_peak_gflops(torch.float32, device=device),
     }
     if args.bf16:
-        model.to(torch.bfloat16)
-        try:
-            objective_bf16 = MatchingObjective(model, matched, target, token, lead, tail, "cos")
-            x_bf16 = x0.to(torch.bfloat16)
-
-            def ours_bf16():
-                x = x_bf16.clone().requires_grad_(True)
-                f, _ = objective_bf16.distance(x)
-                f.backward()
-                return x.grad
-
-            bf16_grad = ours_bf16()
-            report["fast_bf16_s"] = _median_seconds(ours_bf16, args.repeats)
-            report["ratio_bf16"] = reference_s / report["fast_bf16_s"]
-            report["max_rel_diff_bf16"] = float((bf16_grad.float() - ref_grad).abs().max() / ref_grad.abs().max())
-            report["achieved_gflops_bf16"] = flops / report["fast_bf16_s"] / 1e9
-            report["matmul_peak_gflops_bf16"] = matmul_peak_gflops(torch.bfloat16, device=device)
-        finally:
-            model.to(torch.float32)
+        bf16 = _bf16(model, objective, target, template, x0, ref_grad, reference_s, flops, args, device)
+        report.update(bf16)
     return report
+
+
+def _bf16(model, objective, target, template, x0, ref_grad, reference_s: float, flops: int, args, device) -> dict:
+    """Our step with the model in bfloat16 (then back in float32), against the fp32 authors' gradient."""
+    model.to(torch.bfloat16)
+    try:
+        objective_bf16 = MatchingObjective(model, objective.matched, target, objective.label_token, *template, "cos")
+        x_bf16 = x0.to(torch.bfloat16)
+        bf16_grad = _gradient_at(objective_bf16, x_bf16)[0]
+        seconds = _median_seconds(lambda: _gradient_at(objective_bf16, x_bf16), args.repeats)
+        return {
+            "fast_bf16_s": seconds,
+            "ratio_bf16": reference_s / seconds,
+            "max_rel_diff_bf16": float((bf16_grad.float() - ref_grad).abs().max() / ref_grad.abs().max()),
+            "achieved_gflops_bf16": flops / seconds / 1e9,
+            "matmul_peak_gflops_bf16": matmul_peak_gflops(torch.bfloat16, device=device),
+        }
+    finally:
+        model.to(torch.float32)

@@ -5,7 +5,8 @@ The synthesizer calls them as ``transformers.Trainer`` does, with a
 TrainerCallback (early stopping aside) works as it does with a Trainer. ``on_step_end`` fires
 after each outer iteration, ``on_log`` with the iteration's figures (``match_distance`` of the
 projected batch, ``best_distance``, ``x_distance`` of the continuous iterate, ``round``,
-``class``), ``on_epoch_end`` after each round.
+``class``), ``on_epoch_end`` after each round. (The callback that fine-tunes models on the
+texts as they come is :class:`hf_gradmm.evaluation.TransferCallback`.)
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
+
+from hf_gradmm.rundir import LOG_HISTORY
 
 
 class SynthesisProgressCallback(TrainerCallback):
@@ -50,7 +53,7 @@ class JsonlLoggerCallback(TrainerCallback):
     """Appends every log to ``output_dir/log_history.jsonl`` (``report_to='jsonl'``)."""
 
     def __init__(self, output_dir: str | Path):
-        self.path = Path(output_dir) / "log_history.jsonl"
+        self.path = Path(output_dir) / LOG_HISTORY
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:

@@ -12,16 +12,21 @@ behaviour is ``--init random --vocab-filter words --refine-steps 0``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
-from hf_gradmm.arguments import TaskArguments
-
-# Fields that change where and how a run reports, not what it computes: a resumed run may change them.
-RUNTIME_FIELDS = ("output_dir", "resume", "report_to", "logging_steps", "disable_tqdm", "num_processes", "use_cpu")
+from hf_gradmm.arguments import TaskArguments, check_choices
+from hf_gradmm.targets.privacy import check_config
 
 
 @dataclass
 class GradMatchConfig(TaskArguments):
-    """Configuration of :class:`~hf_gradmm.GradMatchSynthesizer` (task fields come from TaskArguments)."""
+    """Configuration of :class:`~hf_gradmm.GradMatchSynthesizer` (task fields come from TaskArguments).
+
+    One field per option, each a CLI flag and a YAML key; fields with a fixed set of values are
+    ``Literal`` types (the CLI lists them as choices; a wrong value is refused with the list).
+    The runtime fields at the end (``output_dir`` ... ``use_cpu``) say where and how a run reports;
+    every other field is part of the fingerprint a resume is checked against.
+    """
 
     # ---- what to produce -----------------------------------------------------------------------
     per_class: int = field(
@@ -67,7 +72,7 @@ class GradMatchConfig(TaskArguments):
         default=200,
         metadata={"help": "Cosine-nearest allowed tokens per position the projection picks among."},
     )
-    vocab_filter: str = field(
+    vocab_filter: Literal["words", "words+punct", "all"] = field(
         default="words+punct",
         metadata={
             "help": "Allowed vocabulary: 'words' (word-like tokens: letters with an inner apostrophe or hyphen, "
@@ -75,7 +80,7 @@ class GradMatchConfig(TaskArguments):
             "LM-written texts it allows are readable sentences; see docs/synthesizer.md), or 'all'."
         },
     )
-    projection: str = field(
+    projection: Literal["reference", "guided"] = field(
         default="reference",
         metadata={
             "help": "'reference': among the top-k, the token the LM scores highest (the authors' projection). "
@@ -120,7 +125,7 @@ class GradMatchConfig(TaskArguments):
         },
     )
     # ---- init ----------------------------------------------------------------------------------
-    init: str = field(
+    init: Literal["random", "real", "lm"] = field(
         default="lm",
         metadata={
             "help": "'lm': texts the model writes from the projection prefix; they are the first projected batch "
@@ -140,10 +145,10 @@ class GradMatchConfig(TaskArguments):
         },
     )
     # ---- objective -----------------------------------------------------------------------------
-    distance: str = field(
+    distance: Literal["cos", "l2", "l1+l2"] = field(
         default="cos", metadata={"help": "Matching distance: 'cos' (1 - cosine), 'l2' (squared), 'l1+l2'."}
     )
-    target_centering: str = field(
+    target_centering: Literal["off", "common"] = field(
         default="off",
         metadata={
             "help": "'off': match G_c. 'common': subtract the classes' mean target C from the target and from the "
@@ -176,7 +181,7 @@ class GradMatchConfig(TaskArguments):
             "(trajectory:K counts K); normalised to sum 1. Empty: equal weights."
         },
     )
-    trajectory_finetune: str = field(
+    trajectory_finetune: Literal["lora", "full"] = field(
         default="lora",
         metadata={
             "help": "trajectory:K fine-tuning: 'lora' (adapters on every linear layer; the K checkpoints share one "
@@ -196,7 +201,7 @@ class GradMatchConfig(TaskArguments):
     )
     trajectory_batch_size: int = field(default=8, metadata={"help": "trajectory:K training batch size."})
     # ---- real data -----------------------------------------------------------------------------
-    real_split: str = field(
+    real_split: Literal["train", "validation"] = field(
         default="train", metadata={"help": "Split the real pool is drawn from: 'train' or 'validation'."}
     )
     target_examples: int = field(
@@ -231,7 +236,7 @@ class GradMatchConfig(TaskArguments):
         default=1.0,
         metadata={"help": "DP: per-example gradient norm bound C (lm_head: ||a|| ||h||, computed in closed form)."},
     )
-    dp_neighbouring: str = field(
+    dp_neighbouring: Literal["add_remove", "replace_one"] = field(
         default="add_remove",
         metadata={
             "help": "DP neighbouring relation: 'add_remove' (one target example added or removed; sensitivity C/n) "
@@ -247,10 +252,13 @@ class GradMatchConfig(TaskArguments):
     )
     # ---- run -----------------------------------------------------------------------------------
     seed: int = field(default=42, metadata={"help": "Seed of every random choice: same seed, same texts."})
-    dtype: str = field(default="float32", metadata={"help": "Compute dtype of the model: 'float32' or 'bfloat16'."})
+    dtype: Literal["float32", "bfloat16"] = field(
+        default="float32", metadata={"help": "Compute dtype of the model: 'float32' or 'bfloat16'."}
+    )
     target_batch_size: int = field(
         default=16, metadata={"help": "Real examples per forward pass when computing targets."}
     )
+    # ---- runtime: where and how a run reports, not what it computes (a resume may change these) ----
     output_dir: str = field(
         default="gradmm_output",
         metadata={
@@ -260,12 +268,16 @@ class GradMatchConfig(TaskArguments):
     )
     resume: bool = field(
         default=False,
-        metadata={"help": "Continue after the last finished round in output_dir; refused if the config changed."},
+        metadata={
+            "help": "Continue after the last finished round in output_dir; refused if the config changed.",
+        },
     )
     logging_steps: int = field(default=1, metadata={"help": "Log every N outer iterations."})
-    report_to: str = field(
+    report_to: Literal["jsonl", "none"] = field(
         default="jsonl",
-        metadata={"help": "'jsonl': append every log to output_dir/log_history.jsonl; 'none': callbacks only."},
+        metadata={
+            "help": "'jsonl': append every log to output_dir/log_history.jsonl; 'none': callbacks only.",
+        },
     )
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
     num_processes: int = field(
@@ -273,7 +285,7 @@ class GradMatchConfig(TaskArguments):
         metadata={
             "help": "Processes to shard the work over (CLI: relaunches itself with `accelerate launch`): the "
             "real examples of each target and the rounds are split between them; same seed, same texts as one "
-            "process. Under `accelerate launch` the launcher's process count is used and this field is ignored."
+            "process. Under `accelerate launch` the launcher's process count is used and this field is ignored.",
         },
     )
     use_cpu: bool = field(
@@ -281,24 +293,12 @@ class GradMatchConfig(TaskArguments):
         metadata={
             "help": "Compute on the CPU even when a CUDA GPU is available (as TrainingArguments.use_cpu). By "
             "default the model and every tensor of the run go to the GPU (under a multi-GPU launch, each process "
-            "to its own); a model loaded with a device_map stays where it is."
+            "to its own); a model loaded with a device_map stays where it is.",
         },
     )
 
     def __post_init__(self) -> None:
-        choices = {
-            "projection": ("reference", "guided"),
-            "init": ("random", "real", "lm"),
-            "distance": ("cos", "l2", "l1+l2"),
-            "target_centering": ("off", "common"),
-            "dtype": ("float32", "bfloat16"),
-            "real_split": ("train", "validation"),
-            "report_to": ("jsonl", "none"),
-            "vocab_filter": ("words", "words+punct", "all"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}.")
+        check_choices(self)
         positive = ("per_class", "texts_per_round", "outer_steps", "inner_steps", "topk", "target_examples")
         for name in positive:
             if getattr(self, name) < 1:
@@ -307,10 +307,6 @@ class GradMatchConfig(TaskArguments):
             raise ValueError(f"init_temperature must be > 0 (got {self.init_temperature}).")
         if self.dp_epsilon < 0 or not 0 < self.dp_delta < 1 or self.dp_clip_norm <= 0:
             raise ValueError("dp_epsilon must be >= 0 (0 = off), dp_delta in (0, 1) and dp_clip_norm > 0.")
-        from hf_gradmm.privacy import NEIGHBOURING, check_config
-
-        if self.dp_neighbouring not in NEIGHBOURING:
-            raise ValueError(f"dp_neighbouring={self.dp_neighbouring!r} is not one of {NEIGHBOURING}.")
         check_config(self)
         if self.num_processes < 1:
             raise ValueError(f"num_processes must be at least 1 (got {self.num_processes}).")
@@ -318,11 +314,14 @@ class GradMatchConfig(TaskArguments):
             raise ValueError("seq_len and refine_steps must be >= 0, init_candidates >= 1, heldout_examples >= 0.")
         if not 1 <= self.projection_beams <= self.topk:
             raise ValueError(f"projection_beams must be between 1 and topk={self.topk} (got {self.projection_beams}).")
-        if self.trajectory_finetune not in ("lora", "full"):
-            raise ValueError(f"trajectory_finetune={self.trajectory_finetune!r} is not one of ('lora', 'full').")
         if self.trajectory_steps < 1 or self.trajectory_batch_size < 1 or self.trajectory_lr < 0:
             raise ValueError("trajectory_steps and trajectory_batch_size must be >= 1 and trajectory_lr >= 0.")
         self.checkpoint_specs()  # refuses a malformed target_checkpoints / weights now, not after loading
+        if self.matched_params == "peft" and self.target_checkpoints.strip() != "theta0":
+            raise ValueError(
+                "matched_params='peft' matches the given model's own adapters, which other checkpoints do not "
+                "share; with target_checkpoints other than theta0 use 'lm_head' or a module regular expression."
+            )
         if not 0.0 <= self.projection_guidance <= 1.0:
             raise ValueError(f"projection_guidance must be in [0, 1] (got {self.projection_guidance}).")
 
@@ -372,5 +371,9 @@ class GradMatchConfig(TaskArguments):
         return asdict(self)
 
     def fingerprint(self) -> dict:
-        """The fields that decide which texts a run makes (compared on resume)."""
+        """The fields that decide which texts a run makes (compared on resume): all but the runtime ones."""
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+
+# The runtime section's fields: where and how a run reports, not what it computes; a resume may change them.
+RUNTIME_FIELDS = ("output_dir", "resume", "logging_steps", "report_to", "disable_tqdm", "num_processes", "use_cpu")

@@ -102,7 +102,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_is_complete(folder: Path) -> bool:
+def cache_is_complete(folder: Path) -> bool:
     """A converted folder is complete when its manifest lists every file at its recorded size."""
     try:
         manifest = json.loads((folder / _MANIFEST).read_text())
@@ -155,7 +155,7 @@ def converted_path(name: str, rebuild: bool = False) -> Path:
     cache = cache_root()
     cache.mkdir(parents=True, exist_ok=True)
     folder = cache / name
-    if rebuild or not _cache_is_complete(folder):
+    if rebuild or not cache_is_complete(folder):
         _convert(spec, folder)
     return folder
 

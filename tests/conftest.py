@@ -15,14 +15,19 @@ def _cpu_unless_marked_gpu(request, monkeypatch):
     """On a machine with CUDA, in-process tests still compute on the CPU (they share session-scoped
     CPU models and build CPU tensors); tests marked ``gpu`` use the GPU. A no-op without CUDA."""
     if torch.cuda.is_available() and "gpu" not in request.keywords:
+        import sys
+
         import hf_gradmm.distributed
-        import hf_gradmm.synthesizer
 
         def on_cpu(use_cpu: bool = False) -> torch.device:
             return torch.device("cpu")
 
-        monkeypatch.setattr(hf_gradmm.distributed, "device", on_cpu)
-        monkeypatch.setattr(hf_gradmm.synthesizer, "device", on_cpu)
+        chosen = hf_gradmm.distributed.device
+        for name, module in list(sys.modules.items()):  # every module that imported device(), by any name
+            if name.startswith("hf_gradmm"):
+                for attr, value in list(vars(module).items()):
+                    if value is chosen:
+                        monkeypatch.setattr(module, attr, on_cpu)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import sys
 import torch
 
 from hf_gradmm.distributed import world
-from hf_gradmm.gradients import class_target, select_matched
+from hf_gradmm.engine.gradients import class_target, select_matched
 from hf_gradmm.models import load_model_and_tokenizer
 from hf_gradmm.tasks import get_task, label_token_ids, load_task
 

@@ -9,8 +9,8 @@ import yaml
 from datasets import load_dataset
 from huggingface_hub import DatasetCard
 
-from hf_gradmm.builder import BuilderConfig, SyntheticDatasetBuilder
-from hf_gradmm.memorisation import memorisation_report
+from hf_gradmm.dataset.builder import BuilderConfig, SyntheticDatasetBuilder
+from hf_gradmm.dataset.memorisation import memorisation_report
 
 
 def test_pipeline_counts_drops_and_flags_copies(crafted_synthesis, tiny_llama, smollm2_tokenizer):
@@ -107,7 +107,7 @@ def test_contextual_calibration_removes_smollm2s_lean_to_one_label(smollm2, rott
     everything positive; with contextual calibration its predictions are balanced and more accurate."""
     import random
 
-    from hf_gradmm.classify import predict
+    from hf_gradmm.lm import predict
 
     model, tok = smollm2
     data, task = rotten_tomatoes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hf_gradmm.classify import fewshot_prefix, label_word_logprobs
+from hf_gradmm.lm import fewshot_prefix, label_word_logprobs
 from hf_gradmm.tasks import label_token_ids
 
 

@@ -13,8 +13,8 @@ import torch
 
 from hf_gradmm.config import GradMatchConfig
 from hf_gradmm.distributed import device
-from hf_gradmm.gradients import ClassTarget, select_matched
-from hf_gradmm.objective import MatchingObjective
+from hf_gradmm.engine.gradients import ClassTarget, select_matched
+from hf_gradmm.engine.objective import MatchingObjective, template_parts
 from hf_gradmm.synthesizer import GradMatchSynthesizer
 
 
@@ -94,9 +94,9 @@ def test_gpu_run_computes_on_the_gpu_and_its_distances_hold_on_the_cpu(
     assert len(result.texts) == 2 * TINY["per_class"]
     cpu_model = copy.deepcopy(model).cpu()
     matched = select_matched(cpu_model, synth.args.matched_params)
-    for label, objective in synth.objectives.items():
+    for label, objective in synth.prepared.objectives.items():
         target = ClassTarget([t.detach().cpu() for t in objective.targets], 1)
-        lead, tail = synth.lead_ids, synth.tail_ids
+        lead, tail = template_parts(synth.task.template, smollm2_tokenizer)
         on_cpu = MatchingObjective(cpu_model, matched, target, objective.label_token, lead, tail, synth.args.distance)
         for record in (r for r in result.rounds if r.label == label):
             ids = torch.tensor(record.token_ids)

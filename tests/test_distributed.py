@@ -42,7 +42,7 @@ def tiny_dir(tiny_llama, smollm2_tokenizer, tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("matched", ["lm_head", r"layers\.1\.mlp\.down_proj"])
 def test_target_from_two_shards_equals_one_process(tiny_dir, matched, tmp_path):
-    from hf_gradmm.gradients import class_target, select_matched
+    from hf_gradmm.engine.gradients import class_target, select_matched
     from hf_gradmm.models import load_model_and_tokenizer
     from hf_gradmm.tasks import get_task, label_token_ids, load_task
 

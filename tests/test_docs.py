@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from hf_gradmm.cli import COMMANDS, command_arguments, main
-from hf_gradmm.reference import PAGE, render
+from hf_gradmm.cli.docs import PAGE, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_configuration_reference_is_generated_from_the_code():
-    assert PAGE.read_text() == render(), "docs/configuration.md is stale: run `python -m hf_gradmm.reference`."
+    assert PAGE.read_text() == render(), "docs/configuration.md is stale: run `python -m hf_gradmm.cli.docs`."
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -42,6 +42,6 @@ def test_relative_links_in_the_docs_resolve():
 
 
 def test_readme_cites_the_paper_as_the_dataset_card_does():
-    from hf_gradmm.card import PAPER_BIBTEX
+    from hf_gradmm.dataset.card import PAPER_BIBTEX
 
     assert PAPER_BIBTEX in (ROOT / "README.md").read_text()

@@ -91,7 +91,7 @@ def test_harness_touches_the_test_split_once_per_run(
     )
     runs = results["runs"]
     assert len(runs) == 1 + 2 * 7  # zero-shot once; 7 methods x 2 seeds
-    test_texts = harness._split(data["test"], 10, seed=1)[0]
+    test_texts = harness.split_sample(data["test"], 10, seed=1)[0]
     assert sum(texts == test_texts for texts in scored) == len(runs)
     assert all(set(test_texts).isdisjoint(train) and set(test_texts).isdisjoint(dev) for train, dev in tuned_on)
     assert len(tuned_on) == 2 * 6  # the six training methods
@@ -135,8 +135,8 @@ def test_real_model_fine_tuning_on_real_examples_beats_zero_shot(smollm2, rotten
     model, tok = smollm2
     data, task = rotten_tomatoes
     texts, labels = random_real(data["train"], task, 10, seed=0)
-    dev = harness._split(data["validation"], 100, seed=0)
-    test = harness._split(data["test"], 300, seed=1)
+    dev = harness.split_sample(data["validation"], 100, seed=0)
+    test = harness.split_sample(data["test"], 300, seed=1)
     recipe = FinetuneConfig(finetune="lora", max_steps=20, eval_steps=10, dev_examples=100, test_examples=300)
     tuned, history, best_step = finetune(model, tok, task, texts, labels, dev, recipe, seed=0)
     zero = harness.test_accuracy(model, tok, task, test)

@@ -6,18 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_gradmm.gradients import (
+from hf_gradmm.engine.gradients import (
     PerExampleGrads,
     class_target,
-    encode_prompts,
     example_gradients,
-    flat_distance,
     last_hidden,
-    lm_head_distance,
     lm_head_example_factors,
     output_factors,
     select_matched,
 )
+from hf_gradmm.engine.objective import flat_distance, lm_head_distance
+from hf_gradmm.lm import encode_prompts
 
 PROMPTS = [
     "A gorgeous, witty film. It was",
@@ -115,7 +114,7 @@ def test_bad_matched_params_are_refused(tiny_llama):
 
 
 def test_model_without_output_projection_is_refused(tiny_llama):
-    from hf_gradmm.gradients import output_projection
+    from hf_gradmm.engine.gradients import output_projection
 
     with pytest.raises(ValueError, match="no linear output projection"):
         output_projection(tiny_llama.model)

@@ -8,8 +8,8 @@ import pytest
 from datasets import ClassLabel, Dataset, load_dataset, load_from_disk
 from huggingface_hub import DatasetCard, hf_hub_download
 
-from hf_gradmm.builder import BuilderConfig, SyntheticDatasetBuilder
-from hf_gradmm.hub import HubPushError, push_dataset_folder
+from hf_gradmm.dataset.builder import BuilderConfig, SyntheticDatasetBuilder
+from hf_gradmm.dataset.hub import HubPushError, push_dataset_folder
 
 
 @pytest.fixture()
@@ -49,7 +49,7 @@ def test_push_then_load_dataset_reads_the_same_rows_and_card(hub, built, tmp_pat
 def test_push_without_token_is_refused_and_nothing_moves(hub, built, monkeypatch):
     folder, _ = built
     monkeypatch.delenv("HF_TOKEN")
-    monkeypatch.setattr("hf_gradmm.hub.get_token", lambda: None)
+    monkeypatch.setattr("hf_gradmm.dataset.hub.get_token", lambda: None)
     with pytest.raises(HubPushError, match="No Hub token"):
         push_dataset_folder(folder, "someone/rt-gradmm")
     assert not any(method == "POST" for method, _ in hub.requests)

@@ -102,7 +102,7 @@ def test_conversion_cache_rebuilds_a_corrupt_folder_and_reloads_fast(monkeypatch
     weights = folder / "model.safetensors"
     with open(weights, "r+b") as fh:
         fh.truncate(1000)
-    assert not models._cache_is_complete(folder)
+    assert not models.cache_is_complete(folder)
     model, _ = load_model_and_tokenizer("smollm2-135m")
     assert torch.allclose(model(torch.tensor([[1, 2, 3]])).logits, reference)
 
@@ -110,7 +110,7 @@ def test_conversion_cache_rebuilds_a_corrupt_folder_and_reloads_fast(monkeypatch
     size = weights.stat().st_size
     with open(weights, "r+b") as fh:
         fh.write(b"\xff" * 64)
-    assert weights.stat().st_size == size and models._cache_is_complete(folder)
+    assert weights.stat().st_size == size and models.cache_is_complete(folder)
     model, _ = load_model_and_tokenizer("smollm2-135m")
     assert torch.allclose(model(torch.tensor([[1, 2, 3]])).logits, reference)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from hf_gradmm.config import GradMatchConfig
-from hf_gradmm.gradients import ClassTarget, class_target, select_matched
-from hf_gradmm.privacy import noise_multiplier, privatise, sensitivity
+from hf_gradmm.engine.gradients import ClassTarget, class_target, select_matched
+from hf_gradmm.targets.privacy import noise_multiplier, privatise, sensitivity
 from hf_gradmm.tasks import label_token_ids
 
 DP = dict(dp_epsilon=4.0, seq_len=5, heldout_examples=0)
@@ -55,7 +55,7 @@ def test_clipping_bounds_every_example_and_matches_autograd(tiny_llama, smollm2_
     """The clipped target equals the mean of per-example autograd gradients scaled to norm <= C."""
     import torch.nn.functional as F
 
-    from hf_gradmm.gradients import encode_prompts
+    from hf_gradmm.lm import encode_prompts
 
     data, task = rotten_tomatoes
     prompts = [task.format_prompt(t) for t in data["train"]["text"][:6]]
@@ -117,13 +117,13 @@ def test_dp_run_uses_noisy_targets_reports_them_and_resumes_with_the_same_noise(
     assert all(v["signal_to_noise"] > 0 for v in local.values())
     assert dp["row_signal_to_noise_at_most"] == pytest.approx(1.0 / (dp["noise_std"] * math.sqrt(32)))
     assert result.metrics["calibration"]["negative"]["heldout_same_class"] is None  # no real text read
-    noisy = synth.parts[0][0][1].targets[0].clone()
+    noisy = synth.prepared.parts[0][0][1].targets[0].clone()
     clean = class_target(
         tiny_llama,
         smollm2_tokenizer,
         select_matched(tiny_llama, "lm_head"),
-        [synth.task.format_prompt(t) for t in synth.pool[0]["target"]],
-        synth.label_tokens[0],
+        [synth.prepared.task.format_prompt(t) for t in synth.prepared.pool[0]["target"]],
+        synth.prepared.label_tokens[0],
         clip_norm=1.0,
     ).tensors[0]
     assert float((noisy - clean).std()) == pytest.approx(dp["noise_std"], rel=0.01)
@@ -132,13 +132,13 @@ def test_dp_run_uses_noisy_targets_reports_them_and_resumes_with_the_same_noise(
         processing_class=smollm2_tokenizer,
     )  # fmt: skip
     again.train()
-    assert torch.equal(again.parts[0][0][1].targets[0], noisy)  # the resumed run adds the same noise
+    assert torch.equal(again.prepared.parts[0][0][1].targets[0], noisy)  # the resumed run adds the same noise
 
 
 def test_builder_publishes_nothing_read_from_real_data_for_a_dp_run(
     tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path
 ):
-    from hf_gradmm.builder import BuilderConfig, SyntheticDatasetBuilder
+    from hf_gradmm.dataset.builder import BuilderConfig, SyntheticDatasetBuilder
     from hf_gradmm.synthesizer import GradMatchSynthesizer
 
     data, _ = rotten_tomatoes

@@ -6,7 +6,8 @@ import itertools
 
 import torch
 
-from hf_gradmm.projection import allowed_vocabulary, cosine_candidates, project, token_logprobs
+from hf_gradmm.engine.projection import allowed_vocabulary, cosine_candidates, project
+from hf_gradmm.lm import token_logprobs
 
 
 def _setup(model, tokenizer, batch=2, length=3, seed=0):

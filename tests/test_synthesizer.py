@@ -10,7 +10,7 @@ from datasets import load_from_disk
 from transformers import TrainerCallback
 
 from hf_gradmm.config import GradMatchConfig
-from hf_gradmm.projection import allowed_vocabulary
+from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.synthesizer import GradMatchSynthesizer, SynthesisError
 
 TINY = dict(

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from hf_gradmm.config import GradMatchConfig
+from hf_gradmm.engine.objective import TrajectoryObjective
 from hf_gradmm.synthesizer import GradMatchSynthesizer, SynthesisError
-from hf_gradmm.trajectory import TrajectoryObjective
 
 TINY = dict(
     per_class=2,
@@ -72,14 +72,14 @@ def test_trajectory_run_trains_saves_and_matches_every_checkpoint(trajectory_run
     # The model as given is untouched: no adapter layers, same weights; the adapters share one copy.
     assert not any("lora_" in n for n, _ in tiny_llama.named_modules())
     assert all(torch.equal(p, before[n]) for n, p in tiny_llama.named_parameters())
-    parts = synth.parts[0]
+    parts = synth.prepared.parts[0]
     assert parts[0][1].model is tiny_llama and parts[1][1].model is parts[2][1].model is not tiny_llama
     assert all(r.x_step_seconds > 0 for r in result.rounds)
 
 
 def test_trajectory_objective_is_the_weighted_mean_of_its_checkpoints(trajectory_run):
     synth, result, _, _ = trajectory_run
-    objective = synth.objectives[1]
+    objective = synth.prepared.objectives[1]
     assert isinstance(objective, TrajectoryObjective)
     ids = torch.tensor(result.rounds[-1].token_ids)
     values, grads = [], []
@@ -100,7 +100,7 @@ def test_trajectory_objective_is_the_weighted_mean_of_its_checkpoints(trajectory
     expected = sum(w * g for w, g in zip(weights, grads))
     assert float((xg.grad - expected).abs().max() / expected.abs().max()) < 1e-3  # fp32 sums in another order
     # theta0's part is exactly the plain engine's objective.
-    plain = synth.parts[1][0][1]
+    plain = synth.prepared.parts[1][0][1]
     assert plain.model is synth.model and values[0] == pytest.approx(plain.value(ids), rel=1e-6)
 
 
@@ -109,7 +109,7 @@ def test_rerun_resumes_and_reuses_the_trajectory(trajectory_run, tiny_llama, smo
     data, _ = rotten_tomatoes
     again = _synth(tiny_llama, smollm2_tokenizer, data, out, target_checkpoints="theta0,trajectory:2", resume=True)
     rerun = again.train()
-    assert again.checkpoint_report["trajectory_k2_reused"] is True
+    assert again.prepared.checkpoint_report["trajectory_k2_reused"] is True
     assert [t.text for t in rerun.texts] == [t.text for t in result.texts]
     recipe = (out / "trajectory" / "k2" / "recipe.json").read_text()
     with pytest.raises(SynthesisError, match="target_checkpoints"):
@@ -144,7 +144,7 @@ def test_user_checkpoints_adapter_and_full_model(
     result = synth.train()
     kinds = [c["kind"] for c in result.metrics["target_checkpoints"]["checkpoints"]]
     assert kinds == ["lora adapter", "full model"]
-    assert [c.weight for c, _ in synth.parts[0]] == [0.75, 0.25]
+    assert [c.weight for c, _ in synth.prepared.parts[0]] == [0.75, 0.25]
     assert len(result.texts) == 4
 
 
@@ -183,14 +183,14 @@ def test_trajectory_with_a_matched_block(tiny_llama, smollm2_tokenizer, rotten_t
         target_checkpoints="trajectory:2",
     )
     result = synth.train()
-    matched = synth.parts[0][0][1].matched
+    matched = synth.prepared.parts[0][0][1].matched
     assert matched.names and all("lora_" not in n and "down_proj" in n for n in matched.names)
     assert all(r.final_distance <= r.initial_distance + 1e-9 for r in result.rounds)
     assert tiny_llama.config._attn_implementation == "sdpa"
 
 
 def test_dataset_card_names_the_checkpoints(trajectory_run, tiny_llama, smollm2_tokenizer, tmp_path):
-    from hf_gradmm.builder import BuilderConfig, SyntheticDatasetBuilder
+    from hf_gradmm.dataset.builder import BuilderConfig, SyntheticDatasetBuilder
 
     _, _, out, _ = trajectory_run
     builder = SyntheticDatasetBuilder(
@@ -229,7 +229,7 @@ def test_real_model_trajectory_targets_separate_the_classes(smollm2, rotten_toma
     result = synth.train()
     cosines = [
         float(F.cosine_similarity(neg.targets[0].flatten(), pos.targets[0].flatten(), dim=0))
-        for (_, neg), (_, pos) in zip(synth.parts[0], synth.parts[1])
+        for (_, neg), (_, pos) in zip(synth.prepared.parts[0], synth.prepared.parts[1])
     ]
     assert cosines[-1] < cosines[0] - 0.3, cosines
     reported = result.metrics["target_checkpoints"]["class_target_cosine"]

@@ -22,9 +22,15 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_gradmm.classify import label_word_logprobs
-from hf_gradmm.evaluation.finetune import FinetuneConfig, finetune
-from hf_gradmm.evaluation.harness import _split, _synthetic_dirs
+from hf_gradmm.dataset.memorisation import memorisation_report
+from hf_gradmm.distributed import device
+from hf_gradmm.evaluation.baselines import gradmm_texts
+from hf_gradmm.evaluation.harness import split_sample, synthetic_dirs
+from hf_gradmm.finetune import FinetuneConfig, finetune
+from hf_gradmm.lm import label_word_logprobs
+from hf_gradmm.models import load_model_and_tokenizer
+from hf_gradmm.rundir import read_synthesis_dir
+from hf_gradmm.targets.pool import real_pool
 from hf_gradmm.tasks import load_task
 
 
@@ -70,9 +76,6 @@ def example_losses(model, tokenizer, task, texts: list[str], labels: list[int]) 
 
 def members_and_nonmembers(synthesis_dir: Path, data, task) -> tuple[tuple[list, list], tuple[list, list]]:
     """The run's target examples, and as many other examples per class of the same split (seeded)."""
-    from hf_gradmm.builder import read_synthesis_dir
-    from hf_gradmm.synthesizer import real_pool
-
     _, config, _ = read_synthesis_dir(synthesis_dir)
     source = data["train"] if config.real_split == "train" else data["validation"]
     pool = real_pool(source, task, config.target_examples, 0, config.seed, config.real_split)
@@ -93,13 +96,7 @@ def members_and_nonmembers(synthesis_dir: Path, data, task) -> tuple[tuple[list,
 
 def run_audit(args: AuditArguments, recipe: FinetuneConfig, loaded: tuple | None = None) -> dict:
     """Fine-tune on every source, attack, write ``args.output`` (+ .md); returns the results."""
-    from hf_gradmm.builder import read_synthesis_dir
-    from hf_gradmm.distributed import device
-    from hf_gradmm.evaluation.baselines import gradmm_texts
-    from hf_gradmm.memorisation import memorisation_report
-    from hf_gradmm.models import load_model_and_tokenizer
-
-    synthetic = _synthetic_dirs(args.synthetic)
+    synthetic = synthetic_dirs(args.synthetic)
     if not synthetic:
         raise ValueError("Give the synthesis output(s) to audit: --synthetic DIR or name=DIR,name2=DIR2.")
     first = next(iter(synthetic.values()))
@@ -107,7 +104,7 @@ def run_audit(args: AuditArguments, recipe: FinetuneConfig, loaded: tuple | None
     data, task = load_task(config.to_task())
     members, nonmembers = members_and_nonmembers(first, data, task)
     model, tokenizer = loaded or load_model_and_tokenizer(args.model, device=device())
-    dev = _split(data["validation"], recipe.dev_examples, seed=0)
+    dev = split_sample(data["validation"], recipe.dev_examples, seed=0)
     references = [r.strip() for r in args.references.split(",") if r.strip()]
     unknown = [r for r in references if r not in ("real_pool", "none")]
     if unknown:

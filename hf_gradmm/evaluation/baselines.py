@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 from datasets import Dataset, load_from_disk
 
-from hf_gradmm.gradients import encode_prompts, last_hidden
+from hf_gradmm.engine.gradients import last_hidden
+from hf_gradmm.engine.projection import allowed_vocabulary
+from hf_gradmm.lm import encode_prompts, sample_texts
 from hf_gradmm.tasks import TaskSpec
 
 TRAINING_METHODS = ("random", "herding", "kcenter", "llm", "real_pool")
@@ -104,19 +106,13 @@ def _pools(train: Dataset, task: TaskSpec, pool_size: int, seed: int) -> dict[in
 
 
 def llm_generated(
-    model, tokenizer, task: TaskSpec, per_class: int, seed: int, length: int, prefix: str
+    model, tokenizer, task: TaskSpec, per_class: int, seed: int, length: int, prefix: str | None = None
 ) -> tuple[list[str], list[int]]:
-    """``per_class`` texts per class sampled by the model from the class-naming ``prefix``."""
-    from hf_gradmm.projection import allowed_vocabulary, sample_texts
-
+    """``per_class`` texts per class sampled by the model from the class-naming ``prefix`` (None: the default)."""
     every = allowed_vocabulary(tokenizer, model.get_input_embeddings().weight.shape[0], "all")
     texts, labels = [], []
     for c in range(task.num_labels):
-        words = prefix.format(
-            description=task.class_descriptions[c] if task.class_descriptions else task.label_names[c],
-            domain=task.domain,
-            label_word=task.label_words[c],
-        )
+        words = task.class_prefix(c, prefix, name_fallback=True)
         ids = tokenizer(words, add_special_tokens=True, return_tensors="pt")["input_ids"]
         gen = torch.Generator().manual_seed(seed * 1009 + c)
         out = sample_texts(model, ids, every, per_class, length, gen, temperature=1.0)

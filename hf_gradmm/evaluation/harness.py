@@ -16,13 +16,18 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from hf_gradmm.classify import label_word_logprobs
+from hf_gradmm.config import GradMatchConfig
+from hf_gradmm.distributed import device
 from hf_gradmm.evaluation import baselines
-from hf_gradmm.evaluation.finetune import FinetuneConfig, finetune
-from hf_gradmm.projection import mean_text_nll
+from hf_gradmm.finetune import FinetuneConfig, finetune
+from hf_gradmm.lm import label_word_logprobs, mean_text_nll, text_ids
+from hf_gradmm.models import load_model_and_tokenizer
+from hf_gradmm.rundir import read_synthesis_dir
+from hf_gradmm.targets.pool import real_pool
 from hf_gradmm.tasks import TaskSpec, load_task
 
 ALL_METHODS = ("zero_shot", "few_shot", "random", "herding", "kcenter", "llm", "real_pool", "gradmm")
@@ -55,7 +60,9 @@ class EvaluateArguments:
     output: str = field(default="results.json", metadata={"help": "Results JSON; .md table and .png figure beside."})
 
 
-def _split(dataset, n: int, seed: int) -> tuple[list[str], list[int]]:
+def split_sample(dataset, n: int, seed: int) -> tuple[list[str], list[int]]:
+    """A seeded sample of ``n`` examples (all when ``n`` is 0) as (texts, labels), in dataset order:
+    the real dev and test splits of the harness, the audit and TransferCallback."""
     idx = list(range(len(dataset)))
     if n and n < len(idx):
         idx = sorted(random.Random(seed).sample(idx, n))
@@ -68,7 +75,8 @@ def test_accuracy(model, tokenizer, task: TaskSpec, test: tuple[list[str], list[
     return sum(int(p == y) for p, y in zip(preds, test[1])) / len(test[1])
 
 
-def _synthetic_dirs(spec: str | None) -> dict[str, Path]:
+def synthetic_dirs(spec: str | None) -> dict[str, Path]:
+    """``--synthetic``: ``DIR`` or ``name=DIR`` pairs separated by commas -> {name: folder}."""
     out = {}
     for i, part in enumerate(p.strip() for p in (spec or "").split(",") if p.strip()):
         name, _, path = part.rpartition("=")
@@ -76,28 +84,75 @@ def _synthetic_dirs(spec: str | None) -> dict[str, Path]:
     return out
 
 
-def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConfig, models: dict | None = None) -> dict:
-    """Run every (model, method, seed); returns the results dict (also written to ``args.output``).
+@dataclass
+class _TrainingSets:
+    """Builds each method's training set at the budget (seeded per run)."""
 
-    ``models`` maps names to already loaded ``(model, tokenizer)`` pairs (the rest are loaded).
-    """
-    from hf_gradmm.config import GradMatchConfig
-    from hf_gradmm.distributed import device
-    from hf_gradmm.models import load_model_and_tokenizer
-    from hf_gradmm.synthesizer import DEFAULT_PREFIX, real_pool
+    data: Any
+    task: TaskSpec
+    args: EvaluateArguments
+    generator: tuple  # (model, tokenizer) of the generator: coresets' embeddings, LLM texts, NLLs
+    synth_config: GradMatchConfig
+    synthetic: dict[str, Path]
+    length: int  # tokens per LLM-generated text
 
-    data, task = load_task(task)
+    def __call__(self, method: str, seed: int) -> tuple[list[str], list[int]]:
+        data, task, budget = self.data, self.task, self.args.budget
+        model, tok = self.generator
+        if method == "random" or method == "few_shot":
+            return baselines.random_real(data["train"], task, budget, seed)
+        if method in ("herding", "kcenter"):
+            return baselines.coreset(method, model, tok, data["train"], task, budget, seed, self.args.pool_size)
+        if method == "llm":
+            prefix = self.synth_config.projection_prefix or None  # None: the default class-naming prefix
+            return baselines.llm_generated(model, tok, task, budget, seed, self.length, prefix)
+        if method == "real_pool":
+            config = self.synth_config
+            pool = real_pool(data["train"], task, config.target_examples, 0, config.seed)
+            return [t for c in pool for t in pool[c]["target"]], [c for c in pool for _ in pool[c]["target"]]
+        if method in self.synthetic:
+            return baselines.gradmm_texts(self.synthetic[method], task, budget)
+        return [], []  # zero_shot
+
+
+def _method_rows(args: EvaluateArguments) -> tuple[list[str], dict[str, Path]]:
+    """The table's rows (methods, one per synthesis folder for 'gradmm'), refusing unknown ones."""
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; choose from {ALL_METHODS}.")
-    synthetic = _synthetic_dirs(args.synthetic)
+    synthetic = synthetic_dirs(args.synthetic)
     if "gradmm" in methods and not synthetic:
         raise ValueError("Method 'gradmm' needs --synthetic DIR (a synthesize output folder).")
     for path in synthetic.values():
         if not path.exists():
             raise ValueError(f"Synthetic folder {path} does not exist.")
-    rows = [m for m in methods if m != "gradmm"] + (list(synthetic) if "gradmm" in methods else [])
+    return [m for m in methods if m != "gradmm"] + (list(synthetic) if "gradmm" in methods else []), synthetic
+
+
+def _one_run(model, tok, task, method: str, seed: int, training: tuple, dev, test, recipe) -> dict:
+    """Train (or prompt) with one method's set and read the test split once."""
+    run = {"method": method, "seed": seed}
+    if method == "zero_shot":
+        run["test_accuracy"] = test_accuracy(model, tok, task, test)
+    elif method == "few_shot":
+        demos = list(zip(*training))
+        random.Random(seed).shuffle(demos)
+        run.update(examples=len(training[0]), test_accuracy=test_accuracy(model, tok, task, test, demos))
+    else:
+        tuned, history, best_step = finetune(model, tok, task, *training, dev, recipe, seed)
+        run.update(examples=len(training[0]), dev_history=history, best_step=best_step)
+        run["test_accuracy"] = test_accuracy(tuned, tok, task, test)
+    return run
+
+
+def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConfig, models: dict | None = None) -> dict:
+    """Run every (model, method, seed); returns the results dict (also written to ``args.output``).
+
+    ``models`` maps names to already loaded ``(model, tokenizer)`` pairs (the rest are loaded).
+    """
+    data, task = load_task(task)
+    rows, synthetic = _method_rows(args)
     loaded = dict(models or {})
 
     def get(name):
@@ -108,33 +163,15 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
     first_dir = next(iter(synthetic.values()), None)
     synth_config, synth_metrics = GradMatchConfig(), {}
     if first_dir is not None:
-        from hf_gradmm.builder import read_synthesis_dir
-
         _, synth_config, synth_metrics = read_synthesis_dir(first_dir)
     model_names = [m.strip() for m in args.models.split(",") if m.strip()]
     generator_name = args.generator or synth_metrics.get("generator") or model_names[0]
     gen_model, gen_tok = get(generator_name)
-
-    dev = _split(data["validation"], recipe.dev_examples, seed=0)
-    test = _split(data["test"], recipe.test_examples, seed=1)
-    lengths = [len(gen_tok(t, add_special_tokens=False)["input_ids"]) for t in data["train"]["text"][:500]]
+    dev = split_sample(data["validation"], recipe.dev_examples, seed=0)
+    test = split_sample(data["test"], recipe.test_examples, seed=1)
+    lengths = [len(text_ids(gen_tok, t)) for t in data["train"]["text"][:500]]
     length = args.llm_length or max(2, round(statistics.mean(lengths)))
-
-    def training_set(method: str, seed: int) -> tuple[list[str], list[int]]:
-        if method == "random" or method == "few_shot":
-            return baselines.random_real(data["train"], task, args.budget, seed)
-        if method in ("herding", "kcenter"):
-            return baselines.coreset(method, gen_model, gen_tok, data["train"], task, args.budget, seed, args.pool_size)
-        if method == "llm":
-            prefix = synth_config.projection_prefix or DEFAULT_PREFIX
-            return baselines.llm_generated(gen_model, gen_tok, task, args.budget, seed, length, prefix)
-        if method == "real_pool":
-            pool = real_pool(data["train"], task, synth_config.target_examples, 0, synth_config.seed)
-            return [t for c in pool for t in pool[c]["target"]], [c for c in pool for _ in pool[c]["target"]]
-        if method in synthetic:
-            return baselines.gradmm_texts(synthetic[method], task, args.budget)
-        return [], []  # zero_shot
-
+    training_set = _TrainingSets(data, task, args, (gen_model, gen_tok), synth_config, synthetic, length)
     sets = {(m, s): training_set(m, s) for m in rows for s in range(args.seeds) if m != "zero_shot"}
     runs = []
     per_model = sum(1 if m == "zero_shot" else args.seeds for m in rows)
@@ -145,22 +182,8 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
             for seed in range(1 if method == "zero_shot" else args.seeds):  # zero-shot is deterministic
                 bar.set_postfix(model=model_name, method=method, seed=seed, refresh=False)
                 start = time.perf_counter()
-                run = {"model": model_name, "method": method, "seed": seed}
-                if method == "zero_shot":
-                    run["test_accuracy"] = test_accuracy(model, tok, task, test)
-                elif method == "few_shot":
-                    texts, labels = sets[(method, seed)]
-                    demos = list(zip(texts, labels))
-                    random.Random(seed).shuffle(demos)
-                    run.update(examples=len(texts), test_accuracy=test_accuracy(model, tok, task, test, demos))
-                else:
-                    texts, labels = sets[(method, seed)]
-                    tuned, history, best_step = finetune(model, tok, task, texts, labels, dev, recipe, seed)
-                    run.update(examples=len(texts), dev_history=history, best_step=best_step)
-                    run["test_accuracy"] = test_accuracy(tuned, tok, task, test)
-                    del tuned
-                run["seconds"] = time.perf_counter() - start
-                runs.append(run)
+                run = _one_run(model, tok, task, method, seed, sets.get((method, seed)), dev, test, recipe)
+                runs.append({"model": model_name, **run, "seconds": time.perf_counter() - start})
                 bar.update(1)
     bar.close()
     nll = {m: mean_text_nll(gen_model, gen_tok, sets[(m, 0)][0]) for m in rows if (m, 0) in sets}

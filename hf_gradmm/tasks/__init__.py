@@ -3,6 +3,7 @@
 from hf_gradmm.tasks.loading import load_task
 from hf_gradmm.tasks.offline import CorpusNotInstalledError
 from hf_gradmm.tasks.registry import (
+    DEFAULT_PREFIX,
     DEFAULT_TASK,
     HUB,
     LOCAL,
@@ -15,6 +16,7 @@ from hf_gradmm.tasks.registry import (
 )
 
 __all__ = [
+    "DEFAULT_PREFIX",
     "DEFAULT_TASK",
     "HUB",
     "LOCAL",

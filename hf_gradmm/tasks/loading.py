@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from hf_gradmm.tasks import offline
+from hf_gradmm.tasks.offline import READERS
 from hf_gradmm.tasks.registry import LOCAL, OFFLINE, TaskSpec
 
 SPLIT_SEED = 42  # fixed: the splits are part of the task's definition
@@ -151,7 +151,7 @@ def load_task(spec: TaskSpec, source: str | None = None) -> tuple[DatasetDict, T
             f"{', '.join(spec.sources()) or 'none'}."
         )
     if source == OFFLINE:
-        frame = offline.READERS[spec.offline]()
+        frame = READERS[spec.offline]()
         full = Dataset.from_pandas(frame, features=_features(spec))
         return _check_not_empty(_complete_splits({"train": full}), spec), spec
 

@@ -8,11 +8,14 @@ the cross-entropy of the label word's single token predicted after ``template.fo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 
 OFFLINE = "offline"
 HUB = "hub"
 LOCAL = "local"
+# The LM prefix that names a class: it keeps the projection, the LM init and the LLM baseline on topic.
+DEFAULT_PREFIX = "Here is a {description} {domain}:"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,17 @@ class TaskSpec:
     def format_prompt(self, text: str) -> str:
         """The model input for ``text``: the template with the text filled in."""
         return self.template.format(text=text.strip())
+
+    def class_prefix(self, label: int, template: str | None = None, name_fallback: bool = False) -> str:
+        """The LM prefix naming class ``label``: ``template`` (default :data:`DEFAULT_PREFIX`) with its
+        ``{description}``, ``{domain}`` and ``{label_word}`` slots filled. Without class descriptions
+        ``{description}`` is empty, or the class name with ``name_fallback`` (the LLM baseline's)."""
+        fallback = self.label_names[label] if name_fallback else ""
+        return (DEFAULT_PREFIX if template is None else template).format(
+            description=self.class_descriptions[label] if self.class_descriptions else fallback,
+            domain=self.domain,
+            label_word=self.label_words[label],
+        )
 
     def label_continuation(self, label: int) -> str:
         """The string whose first (and only) token is the label word of class ``label``."""
@@ -223,36 +237,35 @@ def resolve_task(
     A custom task needs ``label_words``; its label names come from ``label_names`` or from the
     data (a ClassLabel's names, or the sorted distinct label values) when it is loaded.
     """
-    import os
-
     words = _split_list(label_words)
-    names = _split_list(label_names)
     if dataset is None:
-        spec = get_task(task or DEFAULT_TASK)
-        overrides: dict = {}
-        if words:
-            if len(words) != spec.num_labels:
-                raise ValueError(
-                    f"Task {spec.name!r} has {spec.num_labels} classes {spec.label_names}, but "
-                    f"{len(words)} label words were given: {words}. Give one word per class."
-                )
-            overrides["label_words"] = words
-        if template:
-            overrides["template"] = template
-        if text_column:
-            overrides["text_column"] = text_column
-        if label_column:
-            overrides["label_column"] = label_column
-        if source:
-            overrides["default_source"] = source
-        spec = replace(spec, **overrides) if overrides else spec
-        if spec.default_source not in spec.sources():
-            raise ValueError(
-                f"Task {spec.name!r} cannot be loaded from source {spec.default_source!r}; "
-                f"its sources are: {', '.join(spec.sources())}."
-            )
-        return spec
+        overrides = {"template": template, "text_column": text_column, "label_column": label_column}
+        return _registered(task or DEFAULT_TASK, words, {**overrides, "default_source": source})
+    return _custom(task, dataset, dataset_config, words, _split_list(label_names), template, text_column, label_column)
 
+
+def _registered(name: str, words: tuple[str, ...], overrides: dict) -> TaskSpec:
+    """A registered task with the user's label words and other non-empty ``overrides``."""
+    spec = get_task(name)
+    overrides = {k: v for k, v in overrides.items() if v}
+    if words:
+        if len(words) != spec.num_labels:
+            raise ValueError(
+                f"Task {spec.name!r} has {spec.num_labels} classes {spec.label_names}, but "
+                f"{len(words)} label words were given: {words}. Give one word per class."
+            )
+        overrides["label_words"] = words
+    spec = replace(spec, **overrides) if overrides else spec
+    if spec.default_source not in spec.sources():
+        raise ValueError(
+            f"Task {spec.name!r} cannot be loaded from source {spec.default_source!r}; "
+            f"its sources are: {', '.join(spec.sources())}."
+        )
+    return spec
+
+
+def _custom(task, dataset: str, dataset_config, words, names, template, text_column, label_column) -> TaskSpec:
+    """A user's own dataset (a Hub id or a local file) as a task."""
     if not words:
         raise ValueError(
             f"A custom dataset ({dataset}) needs --label-words: one word per class, in label-id "

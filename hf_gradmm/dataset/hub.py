@@ -13,9 +13,9 @@ from datasets import DatasetDict
 from huggingface_hub import CommitOperationAdd, DatasetCard, DatasetCardData, HfApi, constants, get_token
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
-from hf_gradmm.builder import BUILD_REPORT, CONFIG_FILE, DATA_DIR
+from hf_gradmm.rundir import BUILD_REPORT, CONFIG_FILE, DATA_DIR, MEMORISATION
 
-EXTRA_FILES = (CONFIG_FILE, BUILD_REPORT, "memorisation.jsonl")
+EXTRA_FILES = (CONFIG_FILE, BUILD_REPORT, MEMORISATION)  # never MEMORISATION_LOCAL: it names real texts
 
 
 class HubPushError(RuntimeError):

@@ -1,4 +1,4 @@
-"""Gradient maths: per-example gradients from module hooks, class targets, matching distances.
+"""Gradient maths: the closed form of the output projection, per-example hooks, class targets.
 
 The loss of one example is the cross-entropy of its label token predicted at the last
 position. For the output projection (``lm_head``, weight W of shape V x d) one example's
@@ -10,8 +10,8 @@ soft-capping). A batch's mean gradient is ``A^T H / B``, so inner products and n
     <grad, G>     = (1/B) sum_i a_i . (G h_i)
     ||grad||^2    = (1/B^2) sum_ij (a_i . a_j)(h_i . h_j)
 
-The matching distance is then an ordinary differentiable function of ``h`` and ``z``: one
-first-order backward pass through the model (default SDPA attention works). Other parameter
+The matching distance (engine/objective.py) is then an ordinary differentiable function of
+``h`` and ``z``: one first-order backward pass through the model (default SDPA attention works). Other parameter
 sets (a block's linear layers, LoRA adapters) use per-example gradients from Opacus-style
 hooks for targets and autograd double backward for the x-step.
 
@@ -23,15 +23,18 @@ embeddings alike.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hf_gradmm.distributed import gather
+from hf_gradmm.lm import encode_prompts
+
 LM_HEAD = "lm_head"
-DISTANCES = ("cos", "l2", "l1+l2")
 
 
 def output_projection(model: nn.Module) -> nn.Linear:
@@ -97,53 +100,6 @@ def output_factors(model: nn.Module, h: Tensor, labels: Tensor) -> tuple[Tensor,
 
 
 # ---------------------------------------------------------------------------------------------
-# Distances
-# ---------------------------------------------------------------------------------------------
-
-
-def lm_head_distance(
-    a: Tensor, h: Tensor, target: Tensor, kind: str = "cos", target_norm=None, offset: Tensor | None = None
-) -> Tensor:
-    """Distance between the batch gradient ``A^T H / B`` and ``target`` (V x d), closed form.
-
-    ``a`` holds per-example ``dL_i/dz_i`` (gradient of a summed loss). ``cos``: 1 - cosine;
-    ``l2``: squared Euclidean distance; ``l1+l2``: L1 + squared L2 (needs the explicit V x d
-    gradient once per call). ``offset`` C (target centering) is subtracted from the batch
-    gradient; the caller passes an already centred target.
-    """
-    if kind not in DISTANCES:
-        raise ValueError(f"Unknown distance {kind!r}; choose one of {DISTANCES}.")
-    a = a.to(target.dtype)
-    h = h.to(target.dtype)
-    batch = a.shape[0]
-    if kind == "l1+l2":
-        diff = a.T @ h / batch - target - (0 if offset is None else offset)
-        return diff.abs().sum() + diff.pow(2).sum()
-    dot = (a * (h @ target.T)).sum() / batch  # (1/B) sum_i a_i . (G h_i)
-    sq_norm = ((a @ a.T) * (h @ h.T)).sum() / batch**2
-    if offset is not None:  # <g - C, T> and ||g - C||^2
-        dot = dot - (offset * target).sum()
-        sq_norm = sq_norm - 2 * (a * (h @ offset.T)).sum() / batch + offset.pow(2).sum()
-    t_norm = target.norm() if target_norm is None else target_norm
-    if kind == "cos":
-        return 1 - dot / (sq_norm.clamp_min(1e-30).sqrt() * t_norm)
-    return sq_norm - 2 * dot + t_norm**2
-
-
-def flat_distance(grads: Sequence[Tensor], targets: Sequence[Tensor], kind: str = "cos") -> Tensor:
-    """Distance between two parameter gradients given as lists of tensors (flattened together)."""
-    if kind not in DISTANCES:
-        raise ValueError(f"Unknown distance {kind!r}; choose one of {DISTANCES}.")
-    g = torch.cat([x.reshape(-1) for x in grads]).float()
-    t = torch.cat([x.reshape(-1) for x in targets]).float()
-    if kind == "cos":
-        return 1 - F.cosine_similarity(g, t, dim=0)
-    diff = g - t
-    sq = diff.pow(2).sum()
-    return sq if kind == "l2" else diff.abs().sum() + sq
-
-
-# ---------------------------------------------------------------------------------------------
 # Matched parameters and per-example gradients through hooks (Opacus style)
 # ---------------------------------------------------------------------------------------------
 
@@ -186,6 +142,34 @@ def select_matched(model: nn.Module, spec: str) -> MatchedModules:
             raise ValueError(f"matched_params {spec!r} selects no linear layer; module names look like: {sample}.")
     names = sorted(chosen)
     return MatchedModules(names, [chosen[n] for n in names])
+
+
+def prepare_matched(model: nn.Module, spec: str) -> MatchedModules:
+    """Freeze ``model`` and resolve ``spec`` on it for matching: the general path differentiates
+    w.r.t. the matched parameters (so they require grad) and needs eager attention (double
+    backward through SDPA is not implemented on CPU); the lm_head closed form needs neither."""
+    model.requires_grad_(False)
+    matched = select_matched(model, spec)
+    for p in matched.parameters():
+        p.requires_grad_(not matched.is_lm_head)
+    if not matched.is_lm_head and getattr(model.config, "_attn_implementation", None) not in (None, "eager"):
+        model.set_attn_implementation("eager")
+    return matched
+
+
+@contextmanager
+def model_state_kept(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore ``model``'s requires-grad flags and attention implementation on exit, whatever the
+    block changed (a synthesis or a benchmark hands the model back as it was given)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    attn = getattr(model.config, "_attn_implementation", None)
+    try:
+        yield model
+    finally:
+        if attn is not None and getattr(model.config, "_attn_implementation", None) != attn:
+            model.set_attn_implementation(attn)
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 class PerExampleGrads:
@@ -244,16 +228,6 @@ class ClassTarget:
     tensors: list[Tensor]
     count: int
     clipped: int = 0  # examples whose gradient norm exceeded the clip norm (clip_norm > 0 only)
-
-
-def encode_prompts(tokenizer, prompts: list[str]) -> dict[str, Tensor]:
-    """Left-padded batch encoding (the label is predicted at the last position of every row)."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        return tokenizer(prompts, return_tensors="pt", padding=True)
-    finally:
-        tokenizer.padding_side = side
 
 
 def lm_head_example_factors(model: nn.Module, batch: dict[str, Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -358,8 +332,6 @@ def class_target(
         else:
             mine[index] = [t.cpu() for t in part]  # sent as CPU tensors, whatever the device
     if processes > 1:
-        from hf_gradmm.distributed import gather
-
         parts = {i: part for shard_parts in gather(mine) for i, part in shard_parts.items()}
         for index in sorted(parts):  # the one-process order: the same sum, bit for bit
             total = _accumulate(total, dense([t.to(device) for t in parts[index]]))

@@ -13,9 +13,9 @@ The pipeline follows the authors' filtering notebook, in this order:
    character 5-grams (``datasketch``), keeping the better-scored text;
 5. keep the ``top_n`` best per class; optionally balance the classes' mean scores.
 
-Then every kept text is compared with the real training data (:mod:`hf_gradmm.memorisation`),
-and the survivors, their metrics, a dataset card and the config are written to one folder that
-:func:`hf_gradmm.hub.push_dataset_folder` pushes as is.
+Then every kept text is compared with the real training data (:mod:`hf_gradmm.dataset.memorisation`),
+and the survivors, their metrics, a dataset card and the config are written to one folder (its
+layout: :mod:`hf_gradmm.rundir`) that :func:`hf_gradmm.dataset.hub.push_dataset_folder` pushes as is.
 """
 
 from __future__ import annotations
@@ -23,22 +23,31 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from hf_gradmm.classify import label_word_logprobs
-from hf_gradmm.config import GradMatchConfig
-from hf_gradmm.memorisation import memorisation_report
-from hf_gradmm.projection import mean_text_nll
+from hf_gradmm.arguments import check_choices
+from hf_gradmm.dataset import filters
+from hf_gradmm.dataset.card import dataset_card
+from hf_gradmm.dataset.hub import push_dataset_folder
+from hf_gradmm.dataset.memorisation import memorisation_report
+from hf_gradmm.distributed import device
+from hf_gradmm.lm import label_word_logprobs, mean_text_nll
+from hf_gradmm.models import load_model_and_tokenizer
+from hf_gradmm.rundir import (
+    BUILD_REPORT,
+    CONFIG_FILE,
+    DATA_DIR,
+    MEMORISATION,
+    MEMORISATION_LOCAL,
+    read_synthesis_dir,
+)
+from hf_gradmm.targets.privacy import build_leaking_options
 from hf_gradmm.tasks import load_task
-
-BUILD_REPORT = "build_report.json"
-MEMORISATION_LOCAL = "memorisation_with_real_texts.jsonl"  # names real training texts: never pushed
-CONFIG_FILE = "gradmm_config.yaml"
-DATA_DIR = "data"
 
 
 @dataclass
@@ -55,14 +64,14 @@ class BuilderConfig:
             "(keep it: the card's perplexities and the label filter are measured with it)."
         },
     )
-    label_filter: str = field(
+    label_filter: Literal["remove", "relabel", "off"] = field(
         default="remove",
         metadata={
             "help": "What to do with a text the few-shot classifier assigns to another class: 'remove' (the "
             "reference default), 'relabel' (give it the classifier's class), or 'off' (keep it)."
         },
     )
-    fewshot: str = field(
+    fewshot: Literal["task", "real", "none"] = field(
         default="task",
         metadata={
             "help": "Demonstrations of the label filter: 'task' (the task's hand-written public examples), "
@@ -123,64 +132,28 @@ class BuilderConfig:
     seed: int = field(default=42, metadata={"help": "Seed of the real-text samples (demonstrations, reference NLL)."})
 
     def __post_init__(self) -> None:
-        for name, allowed in {
-            "label_filter": ("remove", "relabel", "off"),
-            "fewshot": ("task", "real", "none"),
-        }.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}.")
+        check_choices(self)
         if not 0.0 < self.near_duplicate_threshold <= 1.0:
             raise ValueError(f"near_duplicate_threshold must be in (0, 1] (got {self.near_duplicate_threshold}).")
         if self.top_n < 0 or self.min_words < 0 or self.copy_ngram < 1:
             raise ValueError("top_n and min_words must be >= 0 and copy_ngram >= 1.")
 
 
-def read_synthesis_dir(path: str | Path) -> tuple[Dataset, GradMatchConfig, dict]:
-    """The rows, config and metrics a finished ``synthesize`` run wrote to ``path``."""
-    path = Path(path)
-    missing = [name for name in ("config.yaml", "metrics.json", "dataset_info.json") if not (path / name).exists()]
-    if missing:
-        hint = (
-            " It has rounds/ but no final dataset: finish it with 'hf-gradmm synthesize ... --resume'."
-            if (path / "rounds").is_dir()
-            else ""
-        )
-        raise ValueError(f"{path} is not a finished hf-gradmm synthesis output (missing {', '.join(missing)}).{hint}")
-    raw = yaml.safe_load((path / "config.yaml").read_text())
-    known = {f.name for f in fields(GradMatchConfig)}
-    config = GradMatchConfig(**{k: v for k, v in raw.items() if k in known})
-    metrics = json.loads((path / "metrics.json").read_text())
-    return Dataset.load_from_disk(str(path)), config, metrics
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def _longest_repeat(text: str) -> int:
-    """Longest run of the same word (lower-cased, punctuation stripped) in a row."""
-    best, run, last = 0, 0, None
-    for word in (w.strip(".,!?;:\"'()").lower() for w in text.split()):
-        run = run + 1 if word == last else 1
-        best, last = max(best, run), word
-    return best
-
-
-def _shingles(text: str, n: int = 5) -> set[bytes]:
-    text = _normalise(text)
-    return {text[i : i + n].encode() for i in range(max(1, len(text) - n + 1))}
-
-
 class SyntheticDatasetBuilder:
     """Filters, scores and packages a synthesis output (see the module docstring).
 
     Args:
-        synthetic: A ``synthesize`` output folder, or the ``SynthesisResult`` of a finished run.
-        args: The :class:`BuilderConfig`.
-        model, processing_class: The generator and its tokenizer (the label filter and the NLLs
-            use them). Default: the generator the run recorded, loaded with
-            :func:`hf_gradmm.load_model_and_tokenizer`.
-        real_data: The task's real splits; default: loaded as the run loaded them.
+        synthetic (`str`, `Path` or `SynthesisResult`):
+            A ``synthesize`` output folder, or the ``SynthesisResult`` of a finished run.
+        args (`BuilderConfig`, *optional*, defaults to `BuilderConfig()`):
+            The filtering, scoring and export options.
+        model (`PreTrainedModel`, *optional*):
+            The generator (the label filter and the NLLs use it); default: the generator the run
+            recorded, loaded with :func:`hf_gradmm.load_model_and_tokenizer`.
+        processing_class (`PreTrainedTokenizerBase`, *optional*):
+            The generator's tokenizer; required together with ``model``.
+        real_data (`tuple[DatasetDict, TaskSpec]`, *optional*):
+            The task's real splits and task; default: loaded as the run loaded them.
     """
 
     def __init__(self, synthetic, args: BuilderConfig | None = None, model=None, processing_class=None, real_data=None):
@@ -188,9 +161,6 @@ class SyntheticDatasetBuilder:
         self.args = args or BuilderConfig()
         self.rows, self.synthesis_config, self.synthesis_metrics = read_synthesis_dir(self.source_dir)
         if model is None:
-            from hf_gradmm.distributed import device
-            from hf_gradmm.models import load_model_and_tokenizer
-
             name = self.args.model or self.synthesis_metrics.get("generator")
             if not name:
                 raise ValueError(f"{self.source_dir} records no generator model; pass --model.")
@@ -205,11 +175,7 @@ class SyntheticDatasetBuilder:
         self.real, self.task = real_data if real_data is not None else load_task(task)
         # DP synthesis: what this builder publishes may depend on the real data only through the noisy targets.
         self.dp = bool(self.synthesis_metrics.get("dp"))
-        leaks = []
-        if self.args.fewshot == "real":
-            leaks.append("fewshot='real' shows real examples to the label filter: use task or none")
-        if self.args.include_real_splits:
-            leaks.append("include_real_splits publishes real examples: leave it off")
+        leaks = build_leaking_options(self.args)
         if self.dp and leaks:
             raise ValueError(f"{self.source_dir} was synthesized with differential privacy; " + "; ".join(leaks) + ".")
         self.report: dict = {}
@@ -241,64 +207,69 @@ class SyntheticDatasetBuilder:
         args = self.args
         rows = [dict(r) for r in self.rows]
         dropped: dict[str, int] = {}
-
-        def drop(keep: list[dict], reason: str, before: list[dict]) -> list[dict]:
-            if len(before) - len(keep):
-                dropped[reason] = dropped.get(reason, 0) + len(before) - len(keep)
-            return keep
-
         count_in = len(rows)
-        for r in rows:  # 1. clean
-            r["text"] = " ".join(r["text"].split())
-        rows = drop([r for r in rows if len(r["text"].split()) >= max(1, args.min_words)], "too_short", rows)
-        if args.max_repeat:
-            rows = drop([r for r in rows if _longest_repeat(r["text"]) < args.max_repeat], "repetitive", rows)
-
-        relabelled = 0  # 2. label filter
-        demos = self._demonstrations() if args.label_filter != "off" else []
-        texts = [r["text"] for r in rows]
-        probs = label_word_logprobs(
-            self.model, self.tokenizer, self.task, texts, demos, calibrate=args.fewshot_calibration
-        ).exp()
-        for r, p in zip(rows, probs):
-            r["fewshot_label"] = int(p.argmax())
-            r["fewshot_confidence"] = float(p[r["label"]])
-        if args.label_filter == "remove":
-            rows = drop([r for r in rows if r["fewshot_label"] == r["label"]], "label_mismatch", rows)
-        elif args.label_filter == "relabel":
-            for r in rows:
-                if r["fewshot_label"] != r["label"]:
-                    r["label"], relabelled = r["fewshot_label"], relabelled + 1
-
+        long_enough, rows = filters.clean(rows, args.min_words, args.max_repeat)  # 1. clean
+        _drop(dropped, "too_short", count_in, long_enough)
+        _drop(dropped, "repetitive", len(long_enough), rows)
+        rows, relabelled = self._label_filtered(rows, dropped)  # 2. label filter
         for r in rows:  # 3. score
             r["score"] = r["match_distance"] + args.nll_weight * r["nll"]
         rows.sort(key=lambda r: r["score"])
-
-        seen, unique = set(), []  # 4. exact, then near duplicates (the better-scored text stays)
-        for r in rows:
-            key = _normalise(r["text"])
-            if key not in seen:
-                seen.add(key)
-                unique.append(r)
-        rows = drop(unique, "duplicate", rows)
-        rows = drop(self._drop_near_duplicates(rows), "near_duplicate", rows)
-
-        if args.top_n:  # 5. top-n per class, then balancing
-            kept = [r for c in range(self.task.num_labels) for r in [x for x in rows if x["label"] == c][: args.top_n]]
-            rows = drop(sorted(kept, key=lambda r: r["score"]), "over_top_n", rows)
-        if args.balance:
-            rows = drop(self._balance(rows), "balance", rows)
-
-        self.memorisation, memo_summary = memorisation_report(
+        rows = self._deduplicated_and_cut(rows, dropped)  # 4. and 5.
+        self.memorisation, self.memorisation_summary = memorisation_report(
             [r["text"] for r in rows], list(self.real["train"]["text"]), args.copy_ngram
         )
         for r, m in zip(rows, self.memorisation):
             # DP: the comparison with the real data stays in the local file; the published columns are empty.
             r.update({k: None if self.dp else m[k] for k in ("longest_common_ngram", "ngram8_share", "copied")})
-        self.memorisation_summary = memo_summary
         rows.sort(key=lambda r: (r["label"], r["round"], r["score"]))
         self.dataset = self._dataset_dict(rows)
-        self.report = {
+        self.report = self._report(rows, count_in, dropped, relabelled)
+        return self.dataset
+
+    def _label_filtered(self, rows: list[dict], dropped: dict[str, int]) -> tuple[list[dict], int]:
+        """Score every text's class with the few-shot classifier; remove or relabel the disagreeing ones."""
+        args, relabelled = self.args, 0
+        demos = self._demonstrations() if args.label_filter != "off" else []
+        probs = label_word_logprobs(
+            self.model, self.tokenizer, self.task, [r["text"] for r in rows], demos, calibrate=args.fewshot_calibration
+        ).exp()
+        for r, p in zip(rows, probs):
+            r["fewshot_label"] = int(p.argmax())
+            r["fewshot_confidence"] = float(p[r["label"]])
+        if args.label_filter == "remove":
+            before = len(rows)
+            rows = [r for r in rows if r["fewshot_label"] == r["label"]]
+            _drop(dropped, "label_mismatch", before, rows)
+        elif args.label_filter == "relabel":
+            for r in rows:
+                if r["fewshot_label"] != r["label"]:
+                    r["label"], relabelled = r["fewshot_label"], relabelled + 1
+        return rows, relabelled
+
+    def _deduplicated_and_cut(self, rows: list[dict], dropped: dict[str, int]) -> list[dict]:
+        """Exact, then near duplicates (the better-scored text stays); then top-n per class and balancing."""
+        args = self.args
+        steps = [
+            ("duplicate", filters.exact_duplicates_dropped),
+            (
+                "near_duplicate",
+                lambda r: filters.near_duplicates_dropped(r, args.near_duplicate_threshold, args.minhash_permutations),
+            ),
+        ]
+        if args.top_n:
+            steps.append(("over_top_n", lambda r: filters.top_n(r, self.task.num_labels, args.top_n)))
+        if args.balance:
+            steps.append(("balance", lambda r: filters.balanced(r, self.task.num_labels)))
+        for reason, step in steps:
+            before = len(rows)
+            rows = step(rows)
+            _drop(dropped, reason, before, rows)
+        return rows
+
+    def _report(self, rows: list[dict], count_in: int, dropped: dict, relabelled: int) -> dict:
+        args = self.args
+        return {
             "filtering": {
                 "in": count_in,
                 "dropped": dropped,
@@ -309,7 +280,7 @@ class SyntheticDatasetBuilder:
             },
             "per_class": self._class_stats(rows),
             # DP: both compare with the real data, so neither is published (the local file keeps the comparison).
-            "memorisation": None if self.dp else memo_summary,
+            "memorisation": None if self.dp else self.memorisation_summary,
             "real_reference": None if self.dp else self._real_reference(),
             "synthesis": {
                 "generator": self.generator,
@@ -319,40 +290,6 @@ class SyntheticDatasetBuilder:
             },
             "builder_config": asdict(args),
         }
-        return self.dataset
-
-    def _drop_near_duplicates(self, rows: list[dict]) -> list[dict]:
-        from datasketch import MinHash, MinHashLSH
-
-        threshold = self.args.near_duplicate_threshold
-        if threshold >= 1.0:
-            return rows
-        lsh = MinHashLSH(threshold=threshold, num_perm=self.args.minhash_permutations)
-        hashes, kept = {}, []
-        for i, r in enumerate(rows):
-            m = MinHash(num_perm=self.args.minhash_permutations, seed=1)
-            m.update_batch(list(_shingles(r["text"])))
-            # LSH finds candidates; the MinHash estimate confirms them (LSH alone admits false positives).
-            if any(m.jaccard(hashes[j]) >= threshold for j in lsh.query(m)):
-                continue
-            lsh.insert(i, m)
-            hashes[i] = m
-            kept.append(r)
-        return kept
-
-    def _balance(self, rows: list[dict]) -> list[dict]:
-        """The reference's balancing for any number of classes: every class whose mean score is
-        above the lowest class mean loses its worst texts until its mean is at most that (lower
-        score is better; each class keeps at least one text)."""
-        groups = [[r for r in rows if r["label"] == c] for c in range(self.task.num_labels)]
-        groups = [g for g in groups if g]  # rows are sorted by score already
-        target = min(sum(r["score"] for r in g) / len(g) for g in groups)
-        kept = []
-        for group in groups:
-            while len(group) > 1 and sum(r["score"] for r in group) / len(group) > target + 1e-12:
-                group = group[:-1]
-            kept += group
-        return sorted(kept, key=lambda r: r["score"])
 
     def _class_stats(self, rows: list[dict]) -> dict:
         out = {}
@@ -408,8 +345,6 @@ class SyntheticDatasetBuilder:
         ``gradmm_config.yaml``, ``build_report.json``, ``memorisation.jsonl`` and, per split,
         ``<split>.jsonl`` / ``<split>.csv`` with ``sentence`` and ``label`` (run_glue.py's
         ``--train_file`` layout)."""
-        from hf_gradmm.card import dataset_card
-
         if self.dataset is None:
             self.build()
         folder = Path(output or self.args.output or self.source_dir / "dataset")
@@ -428,7 +363,7 @@ class SyntheticDatasetBuilder:
         (folder / BUILD_REPORT).write_text(json.dumps(self.report, indent=2))
         # The figures are shareable; the nearest real texts are the real data itself: a local file only,
         # never pushed (hub.EXTRA_FILES), so a push never publishes a real training example.
-        with open(folder / "memorisation.jsonl", "w") as public, open(folder / MEMORISATION_LOCAL, "w") as local:
+        with open(folder / MEMORISATION, "w") as public, open(folder / MEMORISATION_LOCAL, "w") as local:
             for row, text in zip(self.memorisation, self.dataset["train"]["text"]):
                 figures = {k: v for k, v in row.items() if k != "nearest_real_text"}
                 if not self.dp:  # DP: the pushed file names the texts only
@@ -440,9 +375,13 @@ class SyntheticDatasetBuilder:
 
     def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None) -> str:
         """Save (if not yet saved) and push the dataset, its card and config; returns the repo URL."""
-        from hf_gradmm.hub import push_dataset_folder
-
         folder = Path(self.args.output or self.source_dir / "dataset")
         if not (folder / BUILD_REPORT).exists():
             folder = self.save(folder)
         return push_dataset_folder(folder, repo_id, private=private, token=token)
+
+
+def _drop(dropped: dict[str, int], reason: str, before: int, kept: list[dict]) -> None:
+    """Count the rows a step dropped under ``reason`` (steps that drop none are not listed)."""
+    if before - len(kept):
+        dropped[reason] = dropped.get(reason, 0) + before - len(kept)

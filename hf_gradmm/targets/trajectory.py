@@ -13,7 +13,11 @@ all of them, ``f(X) = sum_k w_k f_k(X)`` with ``f_k`` the matching distance unde
 
 LoRA adapters share one copy of the base model (one ``PeftModel``, one named adapter per
 checkpoint, switched with ``set_adapter``): K adapters cost one extra model, not K. The model
-as given stays untouched: the projection, the LM init and every NLL use it.
+as given stays untouched: the projection, the LM init and every NLL use it. The weighted
+objective over the checkpoints is :class:`hf_gradmm.engine.objective.TrajectoryObjective`.
+
+``args`` below is a :class:`hf_gradmm.GradMatchConfig` (its ``trajectory_*`` fields, ``seed``,
+``use_cpu`` and :meth:`~hf_gradmm.GradMatchConfig.checkpoint_specs`).
 """
 
 from __future__ import annotations
@@ -22,38 +26,17 @@ import copy
 import json
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
-
-from hf_gradmm.config import GradMatchConfig
-from hf_gradmm.objective import MatchingObjective
+from hf_gradmm.distributed import world
+from hf_gradmm.engine.objective import Checkpoint
+from hf_gradmm.finetune import FinetuneConfig, finetune
 from hf_gradmm.tasks import TaskSpec
 
 THETA0 = "theta0"
 
 
-@dataclass
-class Checkpoint:
-    """One point of the trajectory: a model (shared by LoRA checkpoints) and the adapter to switch on."""
-
-    name: str
-    model: nn.Module
-    weight: float
-    adapter: str | None = None
-
-    @contextmanager
-    def active(self) -> Iterator[nn.Module]:
-        if self.adapter is not None:
-            self.model.set_adapter(self.adapter, inference_mode=True)  # frozen: no adapter gradients
-        yield self.model
-
-
-def _recipe(args: GradMatchConfig, k: int) -> dict:
+def _recipe(args, k: int) -> dict:
     return {
         "finetune": args.trajectory_finetune,
         "steps": args.trajectory_steps,
@@ -65,20 +48,16 @@ def _recipe(args: GradMatchConfig, k: int) -> dict:
     }
 
 
-def train_trajectory(model, tokenizer, task: TaskSpec, pool: dict, args: GradMatchConfig, k: int, out: Path) -> dict:
+def train_trajectory(model, tokenizer, task: TaskSpec, pool: dict, args, k: int, out: Path) -> dict:
     """Fine-tune a copy of ``model`` on the real target pool, saving ``checkpoint-<step>`` every
     ``trajectory_steps / k`` steps in ``out``. A finished earlier run with the same recipe is reused.
     Returns ``{"paths": [...], "seconds": s, "reused": bool}``."""
-    from hf_gradmm.evaluation.finetune import FinetuneConfig, finetune
-
     every = args.trajectory_steps // k
     paths = [out / f"checkpoint-{every * i}" for i in range(1, k + 1)]
     marker = out / "recipe.json"
     recipe = _recipe(args, k)
     if marker.exists() and json.loads(marker.read_text()) == recipe and all(p.exists() for p in paths):
         return {"paths": paths, "seconds": 0.0, "reused": True}
-    from hf_gradmm.distributed import world
-
     if world()[1] > 1:
         raise ValueError(
             f"trajectory:{k} fine-tunes the model in one process, and this run has {world()[1]}. Run it once with "
@@ -119,7 +98,7 @@ def train_trajectory(model, tokenizer, task: TaskSpec, pool: dict, args: GradMat
 
 
 def _is_adapter(source: str) -> bool:
-    from peft import PeftConfig
+    from peft import PeftConfig  # peft and the auto classes load only when a run has checkpoints
 
     try:
         PeftConfig.from_pretrained(source)
@@ -129,7 +108,7 @@ def _is_adapter(source: str) -> bool:
 
 
 def load_checkpoints(
-    model, tokenizer, task: TaskSpec, pool: dict, args: GradMatchConfig, output_dir: Path
+    model, tokenizer, task: TaskSpec, pool: dict, args, trajectory_dir: Path
 ) -> tuple[list[Checkpoint], dict]:
     """The checkpoints of ``args.target_checkpoints``, loaded; and a report (names, sources, seconds)."""
     specs = args.checkpoint_specs()
@@ -140,7 +119,7 @@ def load_checkpoints(
         if spec.startswith("trajectory:"):
             k, i = (int(v) for v in spec.split(":", 1)[1].split("/"))
             if k not in trained:
-                run = train_trajectory(model, tokenizer, task, pool, args, k, output_dir / "trajectory" / f"k{k}")
+                run = train_trajectory(model, tokenizer, task, pool, args, k, trajectory_dir / f"k{k}")
                 trained[k] = run["paths"]
                 report["trajectory_seconds"] += run["seconds"]
                 report[f"trajectory_k{k}_reused"] = run["reused"]
@@ -189,62 +168,3 @@ def load_checkpoints(
             kind = "full model"
         report["checkpoints"].append({"name": spec, "source": source, "kind": kind, "weight": weight})
     return checkpoints, report
-
-
-class TrajectoryObjective:
-    """``f = sum_k w_k f_k``: the :class:`MatchingObjective` interface over several checkpoints.
-
-    Each part is scored with its checkpoint active. The continuous iterate X lives in the
-    embedding space of the model as given (``embed``); token ids are embedded by each checkpoint
-    itself, so a projected text is scored exactly at every checkpoint.
-    """
-
-    def __init__(self, parts: list[tuple[Checkpoint, MatchingObjective]], embedding: nn.Module):
-        self.parts = parts
-        self.embedding = embedding
-
-    def _sum(self, call):
-        total = None
-        for checkpoint, objective in self.parts:
-            with checkpoint.active():
-                value = call(objective)
-            total = checkpoint.weight * value if total is None else total + checkpoint.weight * value
-        return total
-
-    def embed(self, ids: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.embedding(ids.to(self.embedding.weight.device))
-
-    def distance(self, x: Tensor, need_grad: bool = True, z_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Weighted distance; the LM term (``z_ids``) is taken under the first checkpoint only."""
-        nll = torch.zeros((), device=x.device)
-        total = None
-        for n, (checkpoint, objective) in enumerate(self.parts):
-            with checkpoint.active():
-                f, part_nll = objective.distance(x, need_grad, z_ids if n == 0 else None)
-            nll = part_nll if n == 0 else nll
-            total = checkpoint.weight * f if total is None else total + checkpoint.weight * f
-        return total, nll
-
-    def value(self, ids: Tensor) -> float:
-        return float(self._sum(lambda o: o.value(ids)))
-
-    def value_embeds(self, x: Tensor) -> float:
-        return float(self._sum(lambda o: o.value_embeds(x)))
-
-    def value_and_grad(self, ids: Tensor) -> tuple[float, Tensor]:
-        return self.value_and_grad_embeds(self.embed(ids))
-
-    def value_and_grad_embeds(self, x: Tensor) -> tuple[float, Tensor]:
-        value, grad = 0.0, torch.zeros_like(x)
-        for checkpoint, objective in self.parts:
-            with checkpoint.active():
-                v, g = objective.value_and_grad_embeds(x)
-            value, grad = value + checkpoint.weight * v, grad + checkpoint.weight * g
-        return value, grad
-
-    def per_text(self, ids: Tensor) -> list[float]:
-        return self._sum(lambda o: torch.tensor(o.per_text(ids), dtype=torch.float64)).tolist()
-
-    def swap_values(self, ids: Tensor, rows: Tensor, new_rows: Tensor) -> Tensor:
-        return self._sum(lambda o: o.swap_values(ids, rows, new_rows))

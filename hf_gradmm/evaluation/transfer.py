@@ -14,8 +14,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from hf_gradmm.evaluation.finetune import FinetuneConfig, finetune
-from hf_gradmm.evaluation.harness import _split, test_accuracy
+from hf_gradmm.distributed import device
+from hf_gradmm.evaluation.harness import split_sample, test_accuracy
+from hf_gradmm.finetune import FinetuneConfig, finetune
+from hf_gradmm.models import load_model_and_tokenizer
 from hf_gradmm.tasks import TaskSpec, load_task
 
 
@@ -23,12 +25,17 @@ class TransferCallback(TrainerCallback):
     """Fine-tunes each target on the synthetic data and records real test accuracy.
 
     Args:
-        models: Target models: registered names / Hub ids, or ``{name: (model, tokenizer)}``.
-        task: The task (default: the synthesizer's).
-        recipe: The fine-tuning recipe (:class:`FinetuneConfig`); its ``dev_examples`` and
-            ``test_examples`` size the real dev and test splits.
-        seeds: Fine-tuning seeds per model.
-        every_n_rounds: Also evaluate after every N finished rounds (0: only at the end).
+        models (`list[str]` or `dict`):
+            Target models: registered names / Hub ids, or ``{name: (model, tokenizer)}``.
+        task (`TaskSpec`, *optional*):
+            The task; default: the synthesizer's.
+        recipe (`FinetuneConfig`, *optional*, defaults to `FinetuneConfig()`):
+            The fine-tuning recipe; its ``dev_examples`` and ``test_examples`` size the real dev
+            and test splits.
+        seeds (`int`, *optional*, defaults to 1):
+            Fine-tuning seeds per model.
+        every_n_rounds (`int`, *optional*, defaults to 0):
+            Also evaluate after every N finished rounds (0: only at the end).
     """
 
     def __init__(
@@ -51,15 +58,12 @@ class TransferCallback(TrainerCallback):
         if self._splits is None:
             data, self.task = load_task(self.task or task)
             self._splits = (
-                _split(data["validation"], self.recipe.dev_examples, seed=0),
-                _split(data["test"], self.recipe.test_examples, seed=1),
+                split_sample(data["validation"], self.recipe.dev_examples, seed=0),
+                split_sample(data["test"], self.recipe.test_examples, seed=1),
             )
 
     def _model(self, name: str):
         if self.models[name] is None:
-            from hf_gradmm.distributed import device
-            from hf_gradmm.models import load_model_and_tokenizer
-
             self.models[name] = load_model_and_tokenizer(name, device=device())
         return self.models[name]
 

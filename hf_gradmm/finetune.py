@@ -1,5 +1,8 @@
 """Fine-tune a causal LM on labelled texts with the label-word loss, choosing the checkpoint on dev.
 
+Shared by the evaluation (every method is trained with this recipe) and the trajectory targets
+(a short fine-tuning on the real pool gives the target checkpoints).
+
 The loss is the cross-entropy of the class's label word right after the task template, the
 same token everywhere in hf_gradmm. Training runs in ``transformers.Trainer`` (so accelerate
 places it on a GPU when there is one), full or LoRA (peft). Every ``eval_steps`` the model is
@@ -15,12 +18,14 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import evaluate
 import torch
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from hf_gradmm.arguments import check_choices
 from hf_gradmm.tasks import TaskSpec, label_token_ids
 
 ACCURACY = str(Path(__file__).with_name("label_word_accuracy.py"))
@@ -30,7 +35,9 @@ ACCURACY = str(Path(__file__).with_name("label_word_accuracy.py"))
 class FinetuneConfig:
     """The fine-tuning recipe every method shares (``hf-gradmm evaluate`` flags)."""
 
-    finetune: str = field(default="full", metadata={"help": "'full' (all weights) or 'lora' (peft LoRA adapters)."})
+    finetune: Literal["full", "lora"] = field(
+        default="full", metadata={"help": "'full' (all weights) or 'lora' (peft LoRA adapters)."}
+    )
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (full); LoRA uses lora_lr."})
     lora_lr: float = field(default=5e-4, metadata={"help": "Learning rate of LoRA fine-tuning."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank (adapters on every linear layer)."})
@@ -43,8 +50,7 @@ class FinetuneConfig:
     max_length: int = field(default=128, metadata={"help": "Tokens per training prompt (longer texts are cut)."})
 
     def __post_init__(self) -> None:
-        if self.finetune not in ("full", "lora"):
-            raise ValueError(f"finetune={self.finetune!r} is not one of ('full', 'lora').")
+        check_choices(self)
         if min(self.max_steps, self.batch_size, self.eval_steps, self.patience) < 1:
             raise ValueError("max_steps, batch_size, eval_steps and patience must be >= 1.")
 
@@ -114,6 +120,20 @@ class BestOnDevCallback(TrainerCallback):
                     params[name].copy_(value.to(params[name].device))
 
 
+def _trainable_copy(model, config: FinetuneConfig):
+    """A copy of ``model`` in training mode, all weights trainable (full) or LoRA adapters on every
+    linear layer; and its learning rate."""
+    model = copy.deepcopy(model)
+    model.requires_grad_(config.finetune == "full")  # LoRA: peft makes only the adapters trainable
+    model.train()
+    if config.finetune != "lora":
+        return model, config.learning_rate
+    from peft import LoraConfig, get_peft_model  # peft loads only for LoRA runs
+
+    lora = LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear")
+    return get_peft_model(model, lora), config.lora_lr
+
+
 def finetune(
     model,
     tokenizer,
@@ -135,16 +155,7 @@ def finetune(
     adapter only; the trajectory targets load them). ``use_cpu``: train on the CPU even with a
     GPU (the Trainer's device otherwise). The input model is not changed.
     """
-    model = copy.deepcopy(model)
-    model.requires_grad_(config.finetune == "full")  # LoRA: peft makes only the adapters trainable
-    model.train()
-    lr = config.learning_rate
-    if config.finetune == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear")
-        model = get_peft_model(model, lora)
-        lr = config.lora_lr
+    model, lr = _trainable_copy(model, config)
     words = label_token_ids(task, tokenizer)
     train = _encode(tokenizer, task, texts, labels, config.max_length)
     dev_set = _encode(tokenizer, task, dev[0], dev[1], config.max_length) if dev is not None else None

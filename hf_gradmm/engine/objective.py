@@ -9,18 +9,63 @@ projected text and the continuous iterate are measured the same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hf_gradmm.gradients import (
-    ClassTarget,
-    MatchedModules,
-    flat_distance,
-    last_hidden,
-    lm_head_distance,
-    output_factors,
-)
+from hf_gradmm.engine.gradients import ClassTarget, MatchedModules, last_hidden, output_factors
+
+DISTANCES = ("cos", "l2", "l1+l2")
+
+# ---------------------------------------------------------------------------------------------
+# Distances between a batch gradient and a target
+# ---------------------------------------------------------------------------------------------
+
+
+def lm_head_distance(
+    a: Tensor, h: Tensor, target: Tensor, kind: str = "cos", target_norm=None, offset: Tensor | None = None
+) -> Tensor:
+    """Distance between the batch gradient ``A^T H / B`` and ``target`` (V x d), closed form.
+
+    ``a`` holds per-example ``dL_i/dz_i`` (gradient of a summed loss). ``cos``: 1 - cosine;
+    ``l2``: squared Euclidean distance; ``l1+l2``: L1 + squared L2 (needs the explicit V x d
+    gradient once per call). ``offset`` C (target centering) is subtracted from the batch
+    gradient; the caller passes an already centred target.
+    """
+    if kind not in DISTANCES:
+        raise ValueError(f"Unknown distance {kind!r}; choose one of {DISTANCES}.")
+    a = a.to(target.dtype)
+    h = h.to(target.dtype)
+    batch = a.shape[0]
+    if kind == "l1+l2":
+        diff = a.T @ h / batch - target - (0 if offset is None else offset)
+        return diff.abs().sum() + diff.pow(2).sum()
+    dot = (a * (h @ target.T)).sum() / batch  # (1/B) sum_i a_i . (G h_i)
+    sq_norm = ((a @ a.T) * (h @ h.T)).sum() / batch**2
+    if offset is not None:  # <g - C, T> and ||g - C||^2
+        dot = dot - (offset * target).sum()
+        sq_norm = sq_norm - 2 * (a * (h @ offset.T)).sum() / batch + offset.pow(2).sum()
+    t_norm = target.norm() if target_norm is None else target_norm
+    if kind == "cos":
+        return 1 - dot / (sq_norm.clamp_min(1e-30).sqrt() * t_norm)
+    return sq_norm - 2 * dot + t_norm**2
+
+
+def flat_distance(grads: Sequence[Tensor], targets: Sequence[Tensor], kind: str = "cos") -> Tensor:
+    """Distance between two parameter gradients given as lists of tensors (flattened together)."""
+    if kind not in DISTANCES:
+        raise ValueError(f"Unknown distance {kind!r}; choose one of {DISTANCES}.")
+    g = torch.cat([x.reshape(-1) for x in grads]).float()
+    t = torch.cat([x.reshape(-1) for x in targets]).float()
+    if kind == "cos":
+        return 1 - F.cosine_similarity(g, t, dim=0)
+    diff = g - t
+    sq = diff.pow(2).sum()
+    return sq if kind == "l2" else diff.abs().sum() + sq
 
 
 def template_parts(template: str, tokenizer) -> tuple[Tensor, Tensor]:
@@ -157,3 +202,86 @@ class MatchingObjective:
                 a_k[r], h_k[r] = a_new[k], h_new[k]
                 values.append(self.distance_from_factors(a_k, h_k))
             return torch.stack(values).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Several checkpoints: f = sum_k w_k f_k
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """One point of the trajectory: a model (shared by LoRA checkpoints) and the adapter to switch on."""
+
+    name: str
+    model: nn.Module
+    weight: float
+    adapter: str | None = None
+
+    @contextmanager
+    def active(self) -> Iterator[nn.Module]:
+        if self.adapter is not None:
+            self.model.set_adapter(self.adapter, inference_mode=True)  # frozen: no adapter gradients
+        yield self.model
+
+
+class TrajectoryObjective:
+    """``f = sum_k w_k f_k``: the :class:`MatchingObjective` interface over several checkpoints.
+
+    Each part is scored with its checkpoint active. The continuous iterate X lives in the
+    embedding space of the model as given (``embed``); token ids are embedded by each checkpoint
+    itself, so a projected text is scored exactly at every checkpoint.
+    """
+
+    def __init__(self, parts: list[tuple[Checkpoint, MatchingObjective]], embedding: nn.Module):
+        self.parts = parts
+        self.embedding = embedding
+
+    def _sum(self, call):
+        total = None
+        for checkpoint, objective in self.parts:
+            with checkpoint.active():
+                value = call(objective)
+            total = checkpoint.weight * value if total is None else total + checkpoint.weight * value
+        return total
+
+    def embed(self, ids: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.embedding(ids.to(self.embedding.weight.device))
+
+    def distance(self, x: Tensor, need_grad: bool = True, z_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Weighted distance; the LM term (``z_ids``) is taken under the first checkpoint only."""
+        nll = torch.zeros((), device=x.device)
+        total = None
+        for n, (checkpoint, objective) in enumerate(self.parts):
+            with checkpoint.active():
+                f, part_nll = objective.distance(x, need_grad, z_ids if n == 0 else None)
+            nll = part_nll if n == 0 else nll
+            total = checkpoint.weight * f if total is None else total + checkpoint.weight * f
+        return total, nll
+
+    def value(self, ids: Tensor) -> float:
+        return float(self._sum(lambda o: o.value(ids)))
+
+    def value_embeds(self, x: Tensor) -> float:
+        return float(self._sum(lambda o: o.value_embeds(x)))
+
+    def value_and_grad(self, ids: Tensor) -> tuple[float, Tensor]:
+        return self.value_and_grad_embeds(self.embed(ids))
+
+    def value_and_grad_embeds(self, x: Tensor) -> tuple[float, Tensor]:
+        value, grad = 0.0, torch.zeros_like(x)
+        for checkpoint, objective in self.parts:
+            with checkpoint.active():
+                v, g = objective.value_and_grad_embeds(x)
+            value, grad = value + checkpoint.weight * v, grad + checkpoint.weight * g
+        return value, grad
+
+    def per_text(self, ids: Tensor) -> list[float]:
+        return self._sum(lambda o: torch.tensor(o.per_text(ids), dtype=torch.float64)).tolist()
+
+    def swap_values(self, ids: Tensor, rows: Tensor, new_rows: Tensor) -> Tensor:
+        return self._sum(lambda o: o.swap_values(ids, rows, new_rows))
+
+
+Objective = MatchingObjective | TrajectoryObjective  # what a round matches: one checkpoint or several

@@ -15,7 +15,8 @@ computed by Google's ``dp-accounting`` library (``get_sigma_gaussian``); nothing
 it by hand. Everything downstream (ADMM, projection, refinement, the builder's scores) reads
 the real data only through these noisy targets, which is what makes the texts
 (epsilon, delta)-DP by post-processing. The other paths by which real data could reach the
-output are refused in DP mode (:func:`leaking_options`).
+output are refused in DP mode: every such rule is here, for the synthesis
+(:func:`leaking_options`) and for the dataset builder (:func:`build_leaking_options`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ from importlib.metadata import version
 
 import torch
 
-from hf_gradmm.gradients import ClassTarget
+from hf_gradmm.engine.gradients import ClassTarget
 
 NEIGHBOURING = ("add_remove", "replace_one")
+DP_LOCAL_NOTE = (
+    "Statistics of the clean (private) targets: the clipped mean's norm, the examples clipped, the noise drawn "
+    "and their ratio. They are not covered by the DP guarantee; keep them local (the builder never publishes them)."
+)
 
 
 def noise_multiplier(epsilon: float, delta: float) -> float:
@@ -74,6 +79,16 @@ def leaking_options(args) -> list[str]:
             "training was itself DP: pass --dp-public-checkpoints true only if they never saw the private data or "
             "were trained with DP (whose budget adds to this run's epsilon), else use theta0"
         )
+    return leaks
+
+
+def build_leaking_options(builder_args) -> list[str]:
+    """Each builder option that would publish real data beside a DP synthesis, and its fix."""
+    leaks = []
+    if builder_args.fewshot == "real":
+        leaks.append("fewshot='real' shows real examples to the label filter: use task or none")
+    if builder_args.include_real_splits:
+        leaks.append("include_real_splits publishes real examples: leave it off")
     return leaks
 
 

@@ -1,0 +1,68 @@
+"""``hf-gradmm synthesize`` and ``hf-gradmm bench``: run GRADMM, time its x-step."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from hf_gradmm.bench import bench_step
+from hf_gradmm.models import load_model_and_tokenizer
+from hf_gradmm.synthesizer import GradMatchSynthesizer
+
+
+def synthesize(config, model_args) -> None:
+    """Run GRADMM and print where the dataset went, a few texts and the calibration figures."""
+    start = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(
+        model_args.model, dtype=torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+    )
+    synthesizer = GradMatchSynthesizer(model, config, processing_class=tokenizer)
+    result = synthesizer.train()
+    seconds = time.perf_counter() - start
+    if synthesizer.rank != 0:  # several processes: the main one reports
+        return
+    print(
+        f"\n{len(result.texts)} synthetic texts in {result.output_dir} ({seconds:.0f} s); "
+        f"load with datasets.load_from_disk({result.output_dir!r})"
+    )
+    for name in result.label_names:
+        shown = [t for t in result.texts if result.label_names[t.label] == name][:3]
+        for t in shown:
+            print(f"  [{name}] (distance {t.match_distance:.3f}, nll {t.nll:.2f}) {t.text}")
+    calibration = result.metrics.get("calibration", {})
+    if calibration:
+        print("\nmatching distance to the class target (batch of texts; lower is closer):")
+        print(
+            f"  {'class':<12} {'held-out real':>13} {'other class':>12} {'model sampled':>14} "
+            f"{'GRADMM init':>12} {'GRADMM final':>13}"
+        )
+        keys = ("heldout_same_class", "other_classes", "model_sampled", "gradmm_initial", "gradmm_final")
+        for name, c in calibration.items():  # n/a: not computed (e.g. no held-out texts in DP mode)
+            cells = ["n/a" if c[k] is None else f"{c[k]:.4f}" for k in keys]
+            print(f"  {name:<12} {cells[0]:>13} {cells[1]:>12} {cells[2]:>14} {cells[3]:>12} {cells[4]:>13}")
+
+
+def bench(model_args, task_args, args) -> dict:
+    if args.what != "step":
+        raise ValueError(f"Unknown benchmark {args.what!r}; available: step.")
+    model, tokenizer = load_model_and_tokenizer(model_args.model)
+    report = bench_step(model, tokenizer, task_args.to_task(), args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"x-step on {model_args.model}, B={args.batch}, T={args.seq_len}, {report['threads']} threads:")
+        print(f"  the authors' (autograd create_graph + double backward, eager): {report['reference_s']:.3f} s")
+        print(f"  ours (closed form, one backward, SDPA):                        {report['fast_s']:.3f} s")
+        print(f"  ratio {report['ratio']:.2f}x; max |dX_ours - dX_ref| / max |dX_ref| = {report['max_rel_diff']:.2e}")
+        print(
+            f"  ours: {report['step_gflop']:.1f} GFLOP per step, {report['achieved_gflops']:.0f} GFLOP/s "
+            f"(fp32 matmul peak here: {report['matmul_peak_gflops']:.0f} GFLOP/s)"
+        )
+        if "fast_bf16_s" in report:
+            print(
+                f"  ours in bf16: {report['fast_bf16_s']:.3f} s (ratio {report['ratio_bf16']:.2f}x, max rel diff "
+                f"{report['max_rel_diff_bf16']:.2e}; bf16 matmul peak {report['matmul_peak_gflops_bf16']:.0f})"
+            )
+    return report

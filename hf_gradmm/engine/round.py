@@ -1,0 +1,260 @@
+"""One ADMM round of GRADMM, as a function: init -> (z-step, x-step, dual step) x outer -> refine.
+
+B synthetic sequences of one class are optimised jointly over their input embeddings X:
+
+    minimise  f(X) = distance(grad of the B texts, G_c)   subject to  X = E[Z], Z real tokens
+
+    1. z-step  Z = Proj(X + L/rho)                    (projection.py: top-k, LM-reranked, beams)
+    2. x-step  inner Adam steps on f(X) + rho/2 ||X - E[Z] + L/rho||^2 (+ lm_coeff * NLL(Z | X))
+    3. dual    L = L + rho (X - E[Z])
+
+The round keeps the projected batch with the lowest matching distance, refines it by token swaps
+(refine.py) and returns a :class:`RoundRecord`. Pure torch: no files, no logging; the caller
+gets each outer iteration's figures through ``on_iteration``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from hf_gradmm.engine.objective import Objective
+from hf_gradmm.engine.projection import project
+from hf_gradmm.engine.refine import swap_refine
+from hf_gradmm.lm import sample_texts, text_ids, token_logprobs
+
+
+@dataclass
+class RoundRecord:
+    """What a finished round wrote to disk."""
+
+    round: int
+    label: int
+    token_ids: list[list[int]]
+    texts: list[str]
+    initial_distance: float  # batch distance of the projected init
+    admm_distance: float  # batch distance of the best projected ADMM iterate (before any refinement)
+    final_distance: float  # batch distance of the kept batch (after refine_steps token swaps, if any)
+    per_text_distance: list[float]
+    nll: list[float]
+    best_iteration: int
+    seconds: float
+    stopped_early: str | None = None
+    x_step_seconds: float = 0.0  # mean wall time of one inner x-step
+
+
+class RoundArgs(Protocol):
+    """The settings a round reads (all fields of :class:`hf_gradmm.GradMatchConfig`)."""
+
+    seed: int
+    outer_steps: int
+    inner_steps: int
+    lr: float
+    rho: float
+    grad_clip: float
+    lm_coeff: float
+    topk: int
+    projection: str
+    projection_guidance: float
+    projection_beams: int
+    refine_steps: int
+    max_nll_increase: float
+    init: str
+    init_temperature: float
+    init_candidates: int
+    keep_prefix: bool
+
+
+@dataclass
+class RoundSetup:
+    """What every round of a run reads, computed once before the first (targets/setup.py)."""
+
+    model: nn.Module
+    tokenizer: object
+    allowed: Tensor  # boolean mask of the tokens a text may use
+    embed_norm: float  # mean norm of the allowed tokens' embeddings (scale of the random init)
+    start_ids: Tensor  # context of a text's NLL
+    prefix_ids: dict[int, Tensor]  # per class: the LM prefix of the projection and the LM init
+    seq_lens: dict[int, int]  # per class: free tokens per text
+    objectives: dict[int, Objective]  # per class: f
+    label_names: list[str]
+    real_texts: dict[int, list[str]]  # per class: the target examples (init 'real' only)
+
+
+def round_generator(seed: int, round_idx: int) -> torch.Generator:
+    """The round's own CPU generator: the same draws on any device and in any process."""
+    return torch.Generator().manual_seed(seed * 100_003 + round_idx)
+
+
+def initial_point(
+    setup: RoundSetup, args: RoundArgs, label: int, batch: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor | None]:
+    """Initial X and, for the 'lm' and 'real' inits that start from tokens, those tokens (the first Z)."""
+    objective, model = setup.objectives[label], setup.model
+    length = setup.seq_lens[label]
+    emb = model.get_input_embeddings().weight.detach()
+    if args.init == "lm":
+        ids = sample_texts(model, setup.prefix_ids[label], setup.allowed, batch, length, gen, args.init_temperature)
+        return objective.embed(ids).clone(), ids
+    if args.init == "real":
+        ids_list = [text_ids(setup.tokenizer, t) for t in setup.real_texts[label]]
+        ids_list = [(ids * math.ceil(length / max(len(ids), 1)))[:length] for ids in ids_list]
+        ids = torch.tensor(ids_list, dtype=torch.long, device=emb.device)
+        per_text = objective.per_text(ids)
+        order = sorted(range(len(per_text)), key=per_text.__getitem__)[:batch]
+        chosen = ids[order]
+        if len(order) < batch:  # fewer real targets than B: repeat the closest ones
+            chosen = chosen.repeat(math.ceil(batch / len(order)), 1)[:batch]
+        return objective.embed(chosen).clone(), None  # projected, so real texts are not copied verbatim
+    best, best_x = float("inf"), None
+    for _ in range(args.init_candidates):
+        x = torch.randn(batch, length, emb.shape[1], generator=gen).to(emb.device)  # same draw on any device
+        x = (x / x.norm(dim=-1, keepdim=True) * setup.embed_norm).to(emb.dtype)
+        value = objective.value_embeds(x)
+        if value < best:
+            best, best_x = value, x
+    return best_x, None
+
+
+def z_step(setup: RoundSetup, args: RoundArgs, label: int, point: Tensor) -> Tensor:
+    """Project ``point`` onto token ids; with beams, each row keeps the beam that gives its batch
+    the lowest exact matching distance (one pass of coordinate descent over the rows)."""
+    objective = setup.objectives[label]
+    guided = args.projection == "guided"
+    grad = objective.value_and_grad_embeds(point)[1] if guided else None
+    beams, _ = project(
+        setup.model,
+        point.detach(),
+        setup.allowed,
+        setup.prefix_ids[label],
+        args.topk,
+        guidance=args.projection_guidance if guided else 0.0,
+        point_grad=grad,
+        beams=args.projection_beams,
+    )
+    ids = beams[:, 0].clone()
+    for row in range(len(ids)) if args.projection_beams > 1 else ():  # all beams are likely texts under the LM
+        values = objective.swap_values(ids, torch.full((beams.shape[1],), row), beams[row])
+        ids[row] = beams[row, int(values.argmin())]
+    return ids
+
+
+def x_step(
+    objective: Objective,
+    x: Tensor,
+    optimizer: torch.optim.Optimizer,
+    z_ids: Tensor,
+    z_emb: Tensor,
+    dual: Tensor,
+    args: RoundArgs,
+) -> tuple[int, Tensor, float | None]:
+    """``inner_steps`` Adam steps on the augmented Lagrangian; returns the steps run, the last f
+    and, when f became non-finite (the steps stop there), its value."""
+    f = torch.zeros(())
+    for step in range(args.inner_steps):
+        optimizer.zero_grad(set_to_none=True)
+        f, nll = objective.distance(x, need_grad=True, z_ids=z_ids if args.lm_coeff else None)
+        penalty = (x - z_emb + dual / args.rho).float().pow(2).sum()
+        loss = f + args.rho / 2 * penalty + args.lm_coeff * nll
+        if not torch.isfinite(loss):
+            return step + 1, f, float(f.detach())
+        loss.backward()
+        if args.grad_clip:
+            torch.nn.utils.clip_grad_norm_([x], args.grad_clip)
+        optimizer.step()
+    return args.inner_steps, f, None
+
+
+def run_round(
+    setup: RoundSetup,
+    args: RoundArgs,
+    round_idx: int,
+    label: int,
+    batch: int,
+    on_iteration: Callable[[int, dict], None] | None = None,
+) -> RoundRecord:
+    """One round of ``batch`` texts of class ``label``; ``on_iteration(it, figures)`` after each
+    finished outer iteration (the projected batch's distance, the best so far, f of X, ||X - E[Z]||)."""
+    objective, start = setup.objectives[label], time.perf_counter()
+    gen = round_generator(args.seed, round_idx)
+    x, z_ids = initial_point(setup, args, label, batch, gen)
+    x = x.detach().requires_grad_(True)
+    dual = torch.zeros_like(x)
+    optimizer = torch.optim.Adam([x], lr=args.lr)
+    if z_ids is None:  # a continuous init is projected; token inits are their own first Z
+        z_ids = z_step(setup, args, label, x)
+    best_ids, best_value, best_it = z_ids, objective.value(z_ids), 0
+    initial = value = best_value
+    stopped, x_seconds, x_steps = None, 0.0, 0
+    for it in range(args.outer_steps):
+        if it > 0:  # z-step (iteration 0 uses the projected init)
+            z_ids = z_step(setup, args, label, x.detach() + dual / args.rho)
+            value = objective.value(z_ids)
+            if value < best_value:
+                best_ids, best_value, best_it = z_ids, value, it
+        z_emb = objective.embed(z_ids)
+        x_start = time.perf_counter()
+        steps, f, bad = x_step(objective, x, optimizer, z_ids, z_emb, dual, args)
+        x_steps += steps
+        if x.is_cuda:  # GPU work is asynchronous: time the x-steps to their end
+            torch.cuda.synchronize(x.device)
+        x_seconds += time.perf_counter() - x_start
+        if bad is not None:
+            stopped = (
+                f"round {round_idx} ({setup.label_names[label]}) stopped at outer iteration {it}: the matching "
+                f"distance became non-finite ({bad}); lower --lr or --rho. The round keeps its best projected "
+                f"batch (iteration {best_it}, distance {best_value:.4f})."
+            )
+            break
+        with torch.no_grad():  # dual step
+            dual += args.rho * (x.detach() - z_emb)
+        if on_iteration is not None:
+            residual = float((x.detach() - z_emb).float().norm())
+            figures = {"match_distance": value, "best_distance": best_value, "x_distance": float(f.detach())}
+            on_iteration(it, {"outer_iteration": it, **figures, "primal_residual": residual})
+    admm_value = best_value
+    if args.refine_steps:
+        best_ids, best_value = _refine(setup, args, label, best_ids, gen)
+    return RoundRecord(
+        round=round_idx,
+        label=label,
+        token_ids=best_ids.tolist(),
+        texts=_texts(setup, args, label, best_ids),
+        initial_distance=initial,
+        admm_distance=admm_value,
+        final_distance=best_value,
+        per_text_distance=objective.per_text(best_ids),
+        nll=(-token_logprobs(setup.model, setup.start_ids, best_ids).mean(dim=1)).tolist(),
+        best_iteration=best_it,
+        seconds=time.perf_counter() - start,
+        stopped_early=stopped,
+        x_step_seconds=x_seconds / max(x_steps, 1),
+    )
+
+
+def _refine(setup: RoundSetup, args: RoundArgs, label: int, ids: Tensor, gen: torch.Generator) -> tuple[Tensor, float]:
+    """``refine_steps`` token swaps on the kept batch (refine.py); the round's generator draws the swaps."""
+    return swap_refine(
+        ids,
+        setup.objectives[label],
+        setup.model,
+        setup.prefix_ids[label],
+        setup.allowed,
+        args.refine_steps,
+        gen,
+        max_nll_increase=args.max_nll_increase,
+    )
+
+
+def _texts(setup: RoundSetup, args: RoundArgs, label: int, ids: Tensor) -> list[str]:
+    texts = setup.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    if args.keep_prefix:
+        prefix = setup.tokenizer.decode(setup.prefix_ids[label][0], skip_special_tokens=True)
+        texts = [prefix + t for t in texts]
+    return [t.strip() for t in texts]

@@ -1,0 +1,99 @@
+"""Everything a synthesis computes once, before its first round: :func:`prepare`.
+
+The matched parameters, the real pool, the target checkpoints (a short fine-tuning for
+``trajectory:K``), every class's objective at every checkpoint (noised under DP), the allowed
+vocabulary, the LM prefixes and the text lengths. The result, :class:`Prepared`, is the
+engine's :class:`~hf_gradmm.engine.round.RoundSetup` plus what the reports need.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from hf_gradmm.engine.gradients import MatchedModules, prepare_matched
+from hf_gradmm.engine.objective import Checkpoint, TrajectoryObjective
+from hf_gradmm.engine.projection import allowed_vocabulary
+from hf_gradmm.engine.round import RoundSetup
+from hf_gradmm.lm import start_ids
+from hf_gradmm.targets.pool import Parts, class_objectives, class_target_cosine, real_pool, text_lengths
+from hf_gradmm.targets.trajectory import THETA0, load_checkpoints
+from hf_gradmm.tasks import TaskSpec, label_token_ids
+
+
+@dataclass
+class Prepared(RoundSetup):
+    """A run's set-up: what the rounds read, and what the metrics and the calibration report read."""
+
+    task: TaskSpec
+    label_tokens: list[int]
+    matched: MatchedModules
+    pool: dict[int, dict[str, list[str]]]
+    checkpoints: list[Checkpoint]
+    parts: Parts
+    checkpoint_report: dict
+    dp_report: dict | None  # public: the card shows it
+    dp_local: dict | None  # statistics of the private data: never published
+    target_seconds: float
+
+
+def prepare(
+    model,
+    tokenizer,
+    task: TaskSpec,
+    args,
+    source: Dataset | None,
+    trajectory_dir: Path,
+    noise: torch.Generator | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> Prepared:
+    """Set up a run of ``args`` (a :class:`~hf_gradmm.GradMatchConfig`) on ``model``, which must be
+    on its device and frozen for matching here (the caller restores it). ``source``: the real split
+    the pool is drawn from; ``trajectory_dir``: where trajectory:K checkpoints are saved (and reused);
+    ``noise``: the DP noise generator; ``shard``: (rank, processes)."""
+    if args.target_checkpoints.strip() != THETA0 and args.matched_params == "peft":
+        raise ValueError(
+            "matched_params='peft' matches the given model's own adapters, which other checkpoints do not "
+            "share; with target_checkpoints other than theta0 use 'lm_head' or a module regular expression."
+        )
+    label_tokens = label_token_ids(task, tokenizer)
+    matched = prepare_matched(model, args.matched_params)
+    pool = real_pool(source, task, args.target_examples, args.heldout_examples, args.seed, args.real_split)
+    emb = model.get_input_embeddings().weight.detach()
+    allowed = allowed_vocabulary(tokenizer, emb.shape[0], args.vocab_filter).to(emb.device)
+    start = time.perf_counter()
+    checkpoints, report = load_checkpoints(model, tokenizer, task, pool, args, trajectory_dir)
+    parts, dp_report, dp_local = class_objectives(
+        checkpoints, model, matched, tokenizer, task, pool, label_tokens, args, noise, shard
+    )
+    report["class_target_cosine"] = class_target_cosine(parts, checkpoints)
+    if len(checkpoints) == 1 and checkpoints[0].model is model:
+        objectives = {c: p[0][1] for c, p in parts.items()}
+    else:
+        objectives = {c: TrajectoryObjective(p, model.get_input_embeddings()) for c, p in parts.items()}
+    return Prepared(
+        model=model,
+        tokenizer=tokenizer,
+        allowed=allowed,
+        embed_norm=float(emb[allowed].float().norm(dim=-1).mean()),
+        start_ids=start_ids(tokenizer),
+        prefix_ids={c: start_ids(tokenizer, task.class_prefix(c, args.projection_prefix)) for c in parts},
+        seq_lens=text_lengths(pool, tokenizer, args.seq_len),
+        objectives=objectives,
+        label_names=list(task.label_names),
+        real_texts={c: pool[c]["target"] for c in pool},
+        task=task,
+        label_tokens=label_tokens,
+        matched=matched,
+        pool=pool,
+        checkpoints=checkpoints,
+        parts=parts,
+        checkpoint_report=report,
+        dp_report=dp_report,
+        dp_local=dp_local,
+        target_seconds=time.perf_counter() - start,
+    )
