@@ -50,7 +50,12 @@ class SynthesisProgressCallback(TrainerCallback):
 
 
 class JsonlLoggerCallback(TrainerCallback):
-    """Appends every log to ``output_dir/log_history.jsonl`` (``report_to='jsonl'``)."""
+    """Appends every log to ``output_dir/log_history.jsonl`` (``report_to='jsonl'``).
+
+    Args:
+        output_dir (`str` or `Path`):
+            The synthesis output folder; the file is created on the first log and appended to after.
+    """
 
     def __init__(self, output_dir: str | Path):
         self.path = Path(output_dir) / LOG_HISTORY

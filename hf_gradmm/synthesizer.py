@@ -48,7 +48,9 @@ class SyntheticText:
 
 @dataclass
 class SynthesisResult:
-    """Output of :meth:`GradMatchSynthesizer.train`."""
+    """Output of :meth:`GradMatchSynthesizer.train`: the texts, the round records, the class names,
+    the figures written to metrics.json and the output folder. :meth:`to_dataset` gives the texts
+    as a ``datasets.Dataset`` (``text``, ``label`` as a ``ClassLabel``, ``round``, ``match_distance``, ``nll``)."""
 
     texts: list[SyntheticText]
     rounds: list[RoundRecord]

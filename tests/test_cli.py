@@ -105,3 +105,32 @@ def test_synthesize_cli_with_yaml_and_flags(tmp_path, tiny_model_dir, capsys):
     assert main(["synthesize", "--config", str(config)]) == 1
     assert "--resume" in capsys.readouterr().err
     assert len(load_from_disk(str(out))) == 4
+
+
+def test_fixed_choices_are_listed_by_the_parser_and_refused_in_python(capsys, tmp_path):
+    """Literal[...] fields: the CLI refuses a value outside them with the list, before any work;
+    a config built in Python refuses it too, naming the field and the choices."""
+    from hf_gradmm.config import GradMatchConfig
+
+    with pytest.raises(SystemExit) as stop:
+        main(["synthesize", "--init", "bogus", "--output-dir", str(tmp_path / "never")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "invalid choice" in err and "'lm'" in err
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(ValueError, match=r"distance='l3' is not one of \('cos', 'l2', 'l1\+l2'\)"):
+        GradMatchConfig(distance="l3")
+    with pytest.raises(SystemExit):
+        main(["synthesize", "--help"])
+    assert "{random,real,lm}" in capsys.readouterr().out
+
+
+def test_runtime_fields_are_the_last_section_of_the_config():
+    """The fields a resume may change sit together at the end of GradMatchConfig, and only they
+    are left out of the resume fingerprint."""
+    from dataclasses import fields
+
+    from hf_gradmm.config import RUNTIME_FIELDS, GradMatchConfig
+
+    names = [f.name for f in fields(GradMatchConfig)]
+    assert tuple(names[names.index("output_dir") :]) == RUNTIME_FIELDS
+    assert set(GradMatchConfig().fingerprint()) == set(names) - set(RUNTIME_FIELDS)

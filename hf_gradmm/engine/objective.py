@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hf_gradmm.engine.gradients import ClassTarget, MatchedModules, last_hidden, output_factors
+from hf_gradmm.lm import text_ids
 
 DISTANCES = ("cos", "l2", "l1+l2")
 
@@ -72,7 +73,7 @@ def template_parts(template: str, tokenizer) -> tuple[Tensor, Tensor]:
     """Token ids before and after the free text: start token(s) + template head, and template tail."""
     head, tail = template.split("{text}", 1)
     lead = tokenizer(head, add_special_tokens=True)["input_ids"]
-    tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+    tail_ids = text_ids(tokenizer, tail)
     return torch.tensor(lead, dtype=torch.long), torch.tensor(tail_ids, dtype=torch.long)
 
 
