@@ -5,7 +5,8 @@ The synthesizer calls them as ``transformers.Trainer`` does, with a
 TrainerCallback (early stopping aside) works as it does with a Trainer. ``on_step_end`` fires
 after each outer iteration, ``on_log`` with the iteration's figures (``match_distance`` of the
 projected batch, ``best_distance``, ``x_distance`` of the continuous iterate, ``round``,
-``class``), ``on_epoch_end`` after each round. (The callback that fine-tunes models on the
+``class``), ``on_epoch_end`` after each round, and ``on_substep_end`` within a round with
+``stage`` (``projection``, ``x_step``, ``refine``), ``step`` and ``steps``. (The callback that fine-tunes models on the
 texts as they come is :class:`hf_gradmm.evaluation.TransferCallback`.)
 """
 
@@ -21,18 +22,36 @@ from hf_gradmm.rundir import LOG_HISTORY
 
 
 class SynthesisProgressCallback(TrainerCallback):
-    """One progress bar over all outer iterations, showing the round and the current distances."""
+    """One progress bar over the whole run, in steps: each outer iteration is one, each refinement
+    step is one; within an iteration the postfix shows the stage (``x-step 3/10``, ``projection``)."""
 
     def __init__(self):
         self.bar = None
+        self.per_round = 1  # bar steps per round: outer iterations + refinement steps
+        self.outer_steps = 1
+        self.figures = ""  # the last logged distances, shown beside the stage
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.bar = tqdm(total=state.max_steps, desc="GRADMM", unit="it", dynamic_ncols=True)
-        self.bar.update(state.global_step)
+        self.outer_steps = max(1, getattr(args, "outer_steps", 1))
+        self.per_round = self.outer_steps + getattr(args, "refine_steps", 0)
+        total = state.num_train_epochs * self.per_round if state.num_train_epochs else state.max_steps
+        self.bar = tqdm(total=total, desc="GRADMM", unit="step", dynamic_ncols=True)
+        self.bar.update(state.global_step // self.outer_steps * self.per_round)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
-            self.bar.update(state.global_step - self.bar.n)
+            self.bar.update(1)
+
+    def on_substep_end(self, args, state, control, stage=None, step=0, steps=0, **kwargs):
+        if self.bar is None or stage is None:
+            return
+        if stage == "refine":
+            self.bar.update(1)
+        self.bar.set_postfix_str(f"{stage.replace('_', '-')} {step}/{steps} {self.figures}".strip(), refresh=True)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.bar is not None:  # a round that stopped early skipped steps: catch up at its end
+            self.bar.update(int(state.epoch) * self.per_round - self.bar.n)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.bar is None or not logs:
@@ -41,7 +60,8 @@ class SynthesisProgressCallback(TrainerCallback):
             self.bar.set_description(f"GRADMM round {logs['round'] + 1}/{logs['rounds']} ({logs['class']})")
         shown = {k: f"{logs[k]:.4f}" for k in ("match_distance", "best_distance", "x_distance") if k in logs}
         if shown:
-            self.bar.set_postfix(shown, refresh=False)
+            self.figures = ", ".join(f"{k}={v}" for k, v in shown.items())
+            self.bar.set_postfix_str(self.figures, refresh=False)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:

@@ -23,7 +23,7 @@ from typing import Literal
 import evaluate
 import torch
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from hf_gradmm.arguments import check_choices
 from hf_gradmm.tasks import TaskSpec, label_token_ids
@@ -201,6 +201,7 @@ def finetune(
             preprocess_logits_for_metrics=last_position_label_logits if dev is not None else None,
             callbacks=[best] if dev is not None else [],
         )
+        trainer.remove_callback(PrinterCallback)  # its train-summary line would land in a --json stdout
         trainer.train()
     best.restore(model)
     model.eval()

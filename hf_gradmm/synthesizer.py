@@ -28,6 +28,7 @@ from hf_gradmm.diagnostics import run_metrics
 from hf_gradmm.distributed import barrier, device, gather, world
 from hf_gradmm.engine.gradients import model_state_kept
 from hf_gradmm.engine.round import RoundRecord, run_round
+from hf_gradmm.engine.stages import stage
 from hf_gradmm.rundir import SynthesisError
 from hf_gradmm.targets.setup import Prepared, prepare
 from hf_gradmm.tasks import TaskSpec, load_task
@@ -218,22 +219,24 @@ class GradMatchSynthesizer:
         rundir.open_run(self.output_dir, expected, args.resume, record=False)  # refuse before any heavy work
         self._place_model()
         with model_state_kept(self.model):  # the model goes back to the caller as it came
-            self.prepared = prepare(
-                self.model,
-                self.tokenizer,
-                self.task,
-                args,
-                self._source(),
-                self.output_dir / rundir.TRAJECTORY_DIR,
-                self._noise(),
-                shard=(self.rank, self.world),
-            )
+            with stage("targets"):
+                self.prepared = prepare(
+                    self.model,
+                    self.tokenizer,
+                    self.task,
+                    args,
+                    self._source(),
+                    self.output_dir / rundir.TRAJECTORY_DIR,
+                    self._noise(),
+                    shard=(self.rank, self.world),
+                )
             done = self._finished_rounds(expected)
             plan = self._schedule()
             self._run_schedule(plan, done)
             if self.world > 1:  # each process wrote its own rounds; all of them meet here
                 done = {i: record for shard in gather(done) for i, record in shard.items()}
-            result = self._result([done[i] for i, _, _ in plan if i in done], args.calibrate and self.rank == 0)
+            with stage("calibration"):
+                result = self._result([done[i] for i, _, _ in plan if i in done], args.calibrate and self.rank == 0)
             calibration = result.metrics.get("calibration", {})
             self.log(
                 {
@@ -244,7 +247,8 @@ class GradMatchSynthesizer:
                 }
             )
             if self.rank == 0:  # the main process alone writes the dataset, config and metrics
-                rundir.write_outputs(self.output_dir, result.to_dataset(), args.to_dict(), result.metrics)
+                with stage("io"):
+                    rundir.write_outputs(self.output_dir, result.to_dataset(), args.to_dict(), result.metrics)
         self._event("on_train_end", result=result)  # callbacks see the model as it was given
         return result
 
@@ -265,10 +269,13 @@ class GradMatchSynthesizer:
             if round_idx in done or round_idx % self.world != self.rank:  # finished, or another process's
                 continue
             where = {"round": round_idx, "rounds": len(plan), "class": self.task.label_names[label]}
-            record = run_round(self.prepared, self.args, round_idx, label, batch, self._on_iteration(where))
+            record = run_round(
+                self.prepared, self.args, round_idx, label, batch, self._on_iteration(where), self._on_progress
+            )
             if record.stopped_early:
                 self.log({**where, "warning": record.stopped_early})
-            rundir.save_round(self.output_dir, record)
+            with stage("io"):
+                rundir.save_round(self.output_dir, record)
             done[round_idx] = record
             self.state.global_step = len(done) * steps  # also when a round stopped early
             self.state.epoch = len(done)
@@ -297,6 +304,12 @@ class GradMatchSynthesizer:
                 self.log({**where, **figures})
 
         return hook
+
+    def _on_progress(self, name: str, step: int, steps: int) -> None:
+        """A round's progress within its stages, passed to the callbacks as ``on_substep_end``
+        (``stage``, ``step``, ``steps``): the progress bar moves through projections, x-steps and
+        refinement steps, not only at the end of an outer iteration."""
+        self._event("on_substep_end", stage=name, step=step, steps=steps)
 
     def _result(self, rounds: list[RoundRecord], calibrate: bool = True) -> SynthesisResult:
         texts = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hf_gradmm.bench import BenchArguments, bench_step
 from hf_gradmm.tasks import get_task
 
@@ -16,3 +18,27 @@ def test_bench_step_reports_matching_gradients(tiny_llama, smollm2_tokenizer):
     assert abs(report["distance_reference"] - report["distance_fast"]) < 1e-4
     assert tiny_llama.config._attn_implementation == "sdpa"
     assert all(p.requires_grad for p in tiny_llama.parameters())  # the model is left as it was
+
+
+def test_bench_round_reports_stages_distance_and_pace(tiny_llama, smollm2_tokenizer):
+    """One round per seed on real Rotten Tomatoes targets: every stage timed, the stages add up
+    to the round, the figures of each seed and their medians; the model is left as it was."""
+    from hf_gradmm.bench import bench_round
+
+    args = BenchArguments(what="round", batch=2, outer_steps=2, inner_steps=2, seeds=2)
+    report = bench_round(tiny_llama, smollm2_tokenizer, get_task("rotten_tomatoes"), args)
+    assert {"round_s", "stages", "final_distance", "nll", "texts_per_hour", "device"} <= set(report)
+    assert {"init", "projection", "beam_choice", "x_step", "refine_candidates"} <= set(report["stages"])
+    assert [run["seed"] for run in report["runs"]] == [42, 43]
+    for run in report["runs"]:
+        assert 0 <= run["other_s"] < 0.2 * run["round_s"]  # the stages cover the round
+        assert run["final_distance"] <= run["admm_distance"] + 1e-9 and len(run["texts"]) == 2
+    assert report["texts_per_hour"] == 2 * 3600 / report["round_s"]
+    assert all(p.requires_grad for p in tiny_llama.parameters())
+
+
+def test_bench_round_refuses_a_class_the_task_lacks(tiny_llama, smollm2_tokenizer):
+    from hf_gradmm.bench import bench_round
+
+    with pytest.raises(ValueError, match="--label 5 is not a class"):
+        bench_round(tiny_llama, smollm2_tokenizer, get_task("rotten_tomatoes"), BenchArguments(what="round", label=5))

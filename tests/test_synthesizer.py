@@ -219,3 +219,46 @@ def test_matching_a_lora_adapter(tiny_llama, smollm2_tokenizer, rotten_tomatoes,
     assert len(result.texts) == 4
     assert all(r.final_distance <= r.initial_distance + 1e-9 for r in result.rounds)
     assert all(0 <= r.final_distance <= 2 for r in result.rounds)
+
+
+class SubstepRecorder(TrainerCallback):
+    def __init__(self):
+        self.substeps = []
+
+    def on_substep_end(self, args, state, control, stage=None, step=0, steps=0, **kw):
+        self.substeps.append((stage, step, steps))
+
+
+def test_progress_moves_through_every_stage_of_a_round(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):
+    """on_substep_end fires within a round (each x-step, each projection after the first, each
+    refinement step), and the progress bar ends at its total: one step per outer iteration and
+    per refinement step of every round."""
+    from hf_gradmm.callbacks import SynthesisProgressCallback
+
+    class Bar(SynthesisProgressCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            self.final = (self.bar.n, self.bar.total)
+            super().on_train_end(args, state, control, **kwargs)
+
+    data, _ = rotten_tomatoes
+    recorder, bar = SubstepRecorder(), Bar()
+    _run(tiny_llama, smollm2_tokenizer, data, tmp_path / "p", callbacks=[recorder, bar], refine_steps=3)
+    rounds = 4  # 3 texts per class in rounds of 2: 2 rounds per class
+    by_stage = {name: [s for s in recorder.substeps if s[0] == name] for name in ("x_step", "projection", "refine")}
+    assert len(by_stage["x_step"]) == rounds * 2 * 2  # outer x inner steps
+    assert len(by_stage["projection"]) == rounds * (2 - 1)  # the first Z is the init's
+    assert [s[1] for s in by_stage["refine"][:3]] == [1, 2, 3] and len(by_stage["refine"]) == rounds * 3
+    assert bar.final == (rounds * (2 + 3), rounds * (2 + 3)) and bar.bar is None
+
+
+def test_stages_are_recorded_only_when_asked(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):
+    from hf_gradmm.engine.stages import recording, stage
+
+    with stage("nothing records this"):
+        pass
+    data, _ = rotten_tomatoes
+    with recording() as seconds:
+        _run(tiny_llama, smollm2_tokenizer, data, tmp_path / "s")
+    expected = {"targets", "init", "projection", "beam_choice", "z_distance", "x_step", "record", "io", "calibration"}
+    assert expected | {"refine_scoring", "refine_candidates", "refine_accept"} <= set(seconds)
+    assert all(v >= 0 for v in seconds.values())

@@ -37,6 +37,7 @@ commands:
   preview     load a task and a model; show real examples, label words and zero-shot guesses
   synthesize  make a synthetic dataset by gradient matching (GRADMM)
   bench step  time one x-step: the authors' formulation against ours
+  bench round time one whole round, seconds per stage (projection, x-steps, refinement, ...)
   build       filter, score and package a synthesis output (dataset, card, exports)
   push        push a built dataset, its card and config to the Hub (builds a synthesis output first)
   evaluate    fine-tune target models on GRADMM data and on baselines at equal budget; one table

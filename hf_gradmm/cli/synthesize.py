@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from hf_gradmm.bench import bench_step
+from hf_gradmm.bench import bench_round, bench_step
 from hf_gradmm.models import load_model_and_tokenizer
 from hf_gradmm.synthesizer import GradMatchSynthesizer
 
@@ -45,9 +45,12 @@ def synthesize(config, model_args) -> None:
 
 
 def bench(model_args, task_args, args) -> dict:
-    if args.what != "step":
-        raise ValueError(f"Unknown benchmark {args.what!r}; available: step.")
+    """``bench step`` or ``bench round``: print the report (``--json``: as JSON)."""
     model, tokenizer = load_model_and_tokenizer(model_args.model)
+    if args.what == "round":
+        report = bench_round(model, tokenizer, task_args.to_task(), args)
+        _print_round(report, args.json)
+        return report
     report = bench_step(model, tokenizer, task_args.to_task(), args)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -66,3 +69,21 @@ def bench(model_args, task_args, args) -> dict:
                 f"{report['max_rel_diff_bf16']:.2e}; bf16 matmul peak {report['matmul_peak_gflops_bf16']:.0f})"
             )
     return report
+
+
+def _print_round(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    print(
+        f"one round on {report['model']} ({report['task']}, class {report['label']}, B={report['batch']}, "
+        f"{report['schedule']}, {report['target_checkpoints']}, {report['device']}, {report['threads']} threads; "
+        f"median of {len(report['runs'])}):"
+    )
+    total = report["round_s"]
+    for name, seconds in sorted(report["stages"].items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<18} {seconds:8.1f} s  {100 * seconds / total:5.1f}%")
+    print(
+        f"  round {total:.1f} s; final distance {report['final_distance']:.4f}, NLL {report['nll']:.3f}; "
+        f"{report['texts_per_hour']:.0f} texts per hour"
+    )

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from hf_gradmm.engine.projection import zscore
+from hf_gradmm.engine.stages import stage
 from hf_gradmm.lm import position_logprobs, token_logprobs
 
 
@@ -55,11 +56,12 @@ def swap_refine(
     device = emb.device
     ids, allowed = ids.to(device).clone(), allowed.to(device)
     batch, length = ids.shape
-    current, grad = objective.value_and_grad(ids)
-    base_nll = -token_logprobs(model, prefix_ids, ids).mean().item()
+    with stage("refine_accept"):  # exact value and gradient of the start, and its NLL
+        current, grad = objective.value_and_grad(ids)
+        base_nll = -token_logprobs(model, prefix_ids, ids).mean().item()
     rows_idx, pos_idx = torch.arange(batch, device=device)[:, None], torch.arange(length, device=device)[None, :]
     for step in range(steps):
-        with torch.no_grad():
+        with torch.no_grad(), stage("refine_scoring"):
             g = grad.float()
             gain = -(g @ emb.T) + (g * emb[ids]).sum(-1, keepdim=True)  # (B, T, V)
             gain[..., ~allowed] = -float("inf")
@@ -76,16 +78,18 @@ def swap_refine(
             pick = torch.randint(candidates_per_position, (swaps_per_step,), generator=generator).to(device)
             new_rows = ids[seq].clone()
             new_rows[torch.arange(swaps_per_step, device=device), pos] = pool[seq, pos, pick]
+        with torch.no_grad(), stage("refine_candidates"):
             values = objective.swap_values(ids, seq, new_rows)
-        for k in values.argsort().tolist():
-            if values[k] >= current:
-                break
-            trial = ids.clone()
-            trial[seq[k]] = new_rows[k]
-            if -token_logprobs(model, prefix_ids, trial).mean().item() <= base_nll + max_nll_increase:
-                ids = trial
-                current, grad = objective.value_and_grad(ids)
-                break
+        with stage("refine_accept"):
+            for k in values.argsort().tolist():
+                if values[k] >= current:
+                    break
+                trial = ids.clone()
+                trial[seq[k]] = new_rows[k]
+                if -token_logprobs(model, prefix_ids, trial).mean().item() <= base_nll + max_nll_increase:
+                    ids = trial
+                    current, grad = objective.value_and_grad(ids)
+                    break
         if on_step is not None:
             on_step(step, current)
     return ids, current

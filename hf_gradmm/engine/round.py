@@ -10,7 +10,8 @@ B synthetic sequences of one class are optimised jointly over their input embedd
 
 The round keeps the projected batch with the lowest matching distance, refines it by token swaps
 (refine.py) and returns a :class:`RoundRecord`. Pure torch: no files, no logging; the caller
-gets each outer iteration's figures through ``on_iteration``.
+gets each outer iteration's figures through ``on_iteration`` and finer progress through
+``on_progress``. Each stage is timed under its name (stages.py) when a caller records.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from torch import Tensor, nn
 from hf_gradmm.engine.objective import Objective
 from hf_gradmm.engine.projection import project
 from hf_gradmm.engine.refine import swap_refine
+from hf_gradmm.engine.stages import stage
 from hf_gradmm.lm import sample_texts, text_ids, token_logprobs
+
+# on_progress(stage, step, steps): a round's fine-grained progress (x-step inner steps, projections,
+# refinement steps), so that a progress bar never sits still for a whole stage.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -127,21 +133,23 @@ def z_step(setup: RoundSetup, args: RoundArgs, label: int, point: Tensor) -> Ten
     the lowest exact matching distance (one pass of coordinate descent over the rows)."""
     objective = setup.objectives[label]
     guided = args.projection == "guided"
-    grad = objective.value_and_grad_embeds(point)[1] if guided else None
-    beams, _ = project(
-        setup.model,
-        point.detach(),
-        setup.allowed,
-        setup.prefix_ids[label],
-        args.topk,
-        guidance=args.projection_guidance if guided else 0.0,
-        point_grad=grad,
-        beams=args.projection_beams,
-    )
+    with stage("projection"):
+        grad = objective.value_and_grad_embeds(point)[1] if guided else None
+        beams, _ = project(
+            setup.model,
+            point.detach(),
+            setup.allowed,
+            setup.prefix_ids[label],
+            args.topk,
+            guidance=args.projection_guidance if guided else 0.0,
+            point_grad=grad,
+            beams=args.projection_beams,
+        )
     ids = beams[:, 0].clone()
-    for row in range(len(ids)) if args.projection_beams > 1 else ():  # all beams are likely texts under the LM
-        values = objective.swap_values(ids, torch.full((beams.shape[1],), row), beams[row])
-        ids[row] = beams[row, int(values.argmin())]
+    with stage("beam_choice"):
+        for row in range(len(ids)) if args.projection_beams > 1 else ():  # all beams are likely texts under the LM
+            values = objective.swap_values(ids, torch.full((beams.shape[1],), row), beams[row])
+            ids[row] = beams[row, int(values.argmin())]
     return ids
 
 
@@ -153,11 +161,14 @@ def x_step(
     z_emb: Tensor,
     dual: Tensor,
     args: RoundArgs,
+    on_progress: Progress | None = None,
 ) -> tuple[int, Tensor, float | None]:
     """``inner_steps`` Adam steps on the augmented Lagrangian; returns the steps run, the last f
     and, when f became non-finite (the steps stop there), its value."""
     f = torch.zeros(())
     for step in range(args.inner_steps):
+        if on_progress is not None:
+            on_progress("x_step", step, args.inner_steps)
         optimizer.zero_grad(set_to_none=True)
         f, nll = objective.distance(x, need_grad=True, z_ids=z_ids if args.lm_coeff else None)
         penalty = (x - z_emb + dual / args.rho).float().pow(2).sum()
@@ -178,32 +189,40 @@ def run_round(
     label: int,
     batch: int,
     on_iteration: Callable[[int, dict], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> RoundRecord:
     """One round of ``batch`` texts of class ``label``; ``on_iteration(it, figures)`` after each
-    finished outer iteration (the projected batch's distance, the best so far, f of X, ||X - E[Z]||)."""
+    finished outer iteration (the projected batch's distance, the best so far, f of X, ||X - E[Z]||),
+    ``on_progress(stage, step, steps)`` within the stages."""
     objective, start = setup.objectives[label], time.perf_counter()
     gen = round_generator(args.seed, round_idx)
-    x, z_ids = initial_point(setup, args, label, batch, gen)
+    with stage("init"):
+        x, z_ids = initial_point(setup, args, label, batch, gen)
     x = x.detach().requires_grad_(True)
     dual = torch.zeros_like(x)
     optimizer = torch.optim.Adam([x], lr=args.lr)
     if z_ids is None:  # a continuous init is projected; token inits are their own first Z
         z_ids = z_step(setup, args, label, x)
-    best_ids, best_value, best_it = z_ids, objective.value(z_ids), 0
+    with stage("z_distance"):
+        best_ids, best_value, best_it = z_ids, objective.value(z_ids), 0
     initial = value = best_value
     stopped, x_seconds, x_steps = None, 0.0, 0
     for it in range(args.outer_steps):
         if it > 0:  # z-step (iteration 0 uses the projected init)
+            if on_progress is not None:
+                on_progress("projection", it, args.outer_steps)
             z_ids = z_step(setup, args, label, x.detach() + dual / args.rho)
-            value = objective.value(z_ids)
+            with stage("z_distance"):
+                value = objective.value(z_ids)
             if value < best_value:
                 best_ids, best_value, best_it = z_ids, value, it
         z_emb = objective.embed(z_ids)
         x_start = time.perf_counter()
-        steps, f, bad = x_step(objective, x, optimizer, z_ids, z_emb, dual, args)
+        with stage("x_step"):
+            steps, f, bad = x_step(objective, x, optimizer, z_ids, z_emb, dual, args, on_progress)
+            if x.is_cuda:  # GPU work is asynchronous: time the x-steps to their end
+                torch.cuda.synchronize(x.device)
         x_steps += steps
-        if x.is_cuda:  # GPU work is asynchronous: time the x-steps to their end
-            torch.cuda.synchronize(x.device)
         x_seconds += time.perf_counter() - x_start
         if bad is not None:
             stopped = (
@@ -220,26 +239,30 @@ def run_round(
             on_iteration(it, {"outer_iteration": it, **figures, "primal_residual": residual})
     admm_value = best_value
     if args.refine_steps:
-        best_ids, best_value = _refine(setup, args, label, best_ids, gen)
-    return RoundRecord(
-        round=round_idx,
-        label=label,
-        token_ids=best_ids.tolist(),
-        texts=_texts(setup, args, label, best_ids),
-        initial_distance=initial,
-        admm_distance=admm_value,
-        final_distance=best_value,
-        per_text_distance=objective.per_text(best_ids),
-        nll=(-token_logprobs(setup.model, setup.start_ids, best_ids).mean(dim=1)).tolist(),
-        best_iteration=best_it,
-        seconds=time.perf_counter() - start,
-        stopped_early=stopped,
-        x_step_seconds=x_seconds / max(x_steps, 1),
-    )
+        best_ids, best_value = _refine(setup, args, label, best_ids, gen, on_progress)
+    with stage("record"):
+        return RoundRecord(
+            round=round_idx,
+            label=label,
+            token_ids=best_ids.tolist(),
+            texts=_texts(setup, args, label, best_ids),
+            initial_distance=initial,
+            admm_distance=admm_value,
+            final_distance=best_value,
+            per_text_distance=objective.per_text(best_ids),
+            nll=(-token_logprobs(setup.model, setup.start_ids, best_ids).mean(dim=1)).tolist(),
+            best_iteration=best_it,
+            seconds=time.perf_counter() - start,
+            stopped_early=stopped,
+            x_step_seconds=x_seconds / max(x_steps, 1),
+        )
 
 
-def _refine(setup: RoundSetup, args: RoundArgs, label: int, ids: Tensor, gen: torch.Generator) -> tuple[Tensor, float]:
+def _refine(
+    setup: RoundSetup, args: RoundArgs, label: int, ids: Tensor, gen: torch.Generator, on_progress: Progress | None
+) -> tuple[Tensor, float]:
     """``refine_steps`` token swaps on the kept batch (refine.py); the round's generator draws the swaps."""
+    on_step = None if on_progress is None else lambda step, _value: on_progress("refine", step + 1, args.refine_steps)
     return swap_refine(
         ids,
         setup.objectives[label],
@@ -249,6 +272,7 @@ def _refine(setup: RoundSetup, args: RoundArgs, label: int, ids: Tensor, gen: to
         args.refine_steps,
         gen,
         max_nll_increase=args.max_nll_increase,
+        on_step=on_step,
     )
 
 

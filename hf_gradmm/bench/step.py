@@ -11,27 +11,16 @@ ratio, how far apart the two X-gradients are, and our achieved FLOP/s (counted b
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from hf_gradmm.bench.arguments import BenchArguments
 from hf_gradmm.distributed import device as compute_device
 from hf_gradmm.engine.gradients import class_target, model_state_kept, prepare_matched
 from hf_gradmm.engine.objective import MatchingObjective, template_parts
 from hf_gradmm.tasks import label_token_ids, load_task
-
-
-@dataclass
-class BenchArguments:
-    what: str = field(default="step", metadata={"help": "What to time: 'step' (one inner x-step)."})
-    batch: int = field(default=10, metadata={"help": "B: synthetic sequences per step."})
-    seq_len: int = field(default=24, metadata={"help": "T: free tokens per sequence."})
-    repeats: int = field(default=5, metadata={"help": "Timed repetitions (after one warm-up); the median counts."})
-    bf16: bool = field(default=False, metadata={"help": "Also time our step and the matmul in bfloat16."})
-    json: bool = field(default=False, metadata={"help": "Print JSON."})
-    use_cpu: bool = field(default=False, metadata={"help": "Time on the CPU even when a CUDA GPU is available."})
 
 
 def _sync() -> None:

@@ -1,0 +1,35 @@
+"""The options of ``hf-gradmm bench`` (one dataclass: the CLI parses it for both benchmarks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class BenchArguments:
+    """What ``hf-gradmm bench`` times: ``step`` (one x-step, two formulations) or ``round`` (one round)."""
+
+    what: Literal["step", "round"] = field(
+        default="step",
+        metadata={"help": "What to time: 'step' (one inner x-step, the authors' formulation against ours) or "
+                  "'round' (one whole ADMM round on real data, seconds per stage)."},
+    )  # fmt: skip
+    batch: int = field(default=10, metadata={"help": "B: synthetic sequences per step (step) or per round (round)."})
+    seq_len: int = field(
+        default=24, metadata={"help": "step: T, free tokens per sequence (a round takes the class's mean length)."}
+    )
+    repeats: int = field(
+        default=5, metadata={"help": "step: timed repetitions (after one warm-up); the median counts."}
+    )
+    bf16: bool = field(default=False, metadata={"help": "step: also time our step and the matmul in bfloat16."})
+    outer_steps: int = field(default=4, metadata={"help": "round: ADMM outer iterations (the results' schedule)."})
+    inner_steps: int = field(default=10, metadata={"help": "round: x-step Adam steps per outer iteration."})
+    label: int = field(default=1, metadata={"help": "round: the class whose round is timed (label id)."})
+    seed: int = field(default=42, metadata={"help": "round: seed of the first run."})
+    seeds: int = field(default=1, metadata={"help": "round: runs with seeds seed, seed + 1, ...; the median counts."})
+    target_checkpoints: str = field(
+        default="theta0", metadata={"help": "round: target checkpoints, as in synthesize (e.g. 'trajectory:2')."}
+    )
+    json: bool = field(default=False, metadata={"help": "Print JSON."})
+    use_cpu: bool = field(default=False, metadata={"help": "Time on the CPU even when a CUDA GPU is available."})
