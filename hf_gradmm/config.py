@@ -2,11 +2,13 @@
 
 Parsed by ``trl.TrlParser`` for the CLI: each field is a flag (``--outer-steps``) and a YAML
 key (``outer_steps:``); flags override the YAML file. The ADMM defaults follow the authors'
-reference scripts (30 outer x 50 inner steps, lr 0.008, top-k 200, B = 10, grad clip 1, 50
-real examples per target). Three defaults differ, for reasons measured on SmolLM2 and given in
-docs/synthesizer.md: init 'lm' (reference: 'random'), vocabulary with punctuation (reference:
-words only) and 40 token-swap refinement steps after ADMM (reference: none). The reference
-behaviour is ``--init random --vocab-filter words --refine-steps 0``.
+reference scripts (lr 0.008, top-k 200, B = 10, grad clip 1, 50 real examples per target) but
+for the schedule: ``schedule='default'`` is 4 outer x 10 inner steps and 40 refinement steps,
+what every result was measured with and what fits a 2-core CPU (``schedule='paper'``: the
+authors' 30 x 50, about 19-22 minutes a round there). Three more defaults differ, for reasons
+measured on SmolLM2 and given in docs/synthesizer.md: init 'lm' (reference: 'random'), vocabulary
+with punctuation (reference: words only) and the refinement after ADMM (reference: none). The
+reference behaviour is ``--schedule paper --init random --vocab-filter words --projection-beams 1``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Literal
 
 from hf_gradmm.arguments import TaskArguments, check_choices
 from hf_gradmm.targets.privacy import check_config
+
+# schedule -> (outer_steps, inner_steps, refine_steps); seconds per round in docs/performance.md
+SCHEDULES = {"default": (4, 10, 40), "quick": (2, 5, 10), "paper": (30, 50, 0)}
 
 
 @dataclass
@@ -48,9 +53,24 @@ class GradMatchConfig(TaskArguments):
         },
     )
     # ---- ADMM ----------------------------------------------------------------------------------
-    outer_steps: int = field(default=30, metadata={"help": "ADMM outer iterations per round (reference: 30)."})
+    schedule: Literal["default", "quick", "paper"] = field(
+        default="default",
+        metadata={
+            "help": "Steps per round, as a preset (outer_steps x inner_steps, refine_steps): 'default' 4 x 10, 40 "
+            "(what every result and example was measured with: ~150 s per round of B = 10 on a 2-core CPU), "
+            "'quick' 2 x 5, 10 (~40 s, texts farther from the target: for trying things out), 'paper' 30 x 50, 0 "
+            "(the authors' schedule, no refinement: ~19-22 min per round). outer_steps, inner_steps and "
+            "refine_steps override it. "
+            "docs/performance.md has the measurements."
+        },
+    )
+    outer_steps: int = field(
+        default=0,
+        metadata={"help": "ADMM outer iterations per round; 0 = the schedule's (4; paper: 30)."},
+    )
     inner_steps: int = field(
-        default=50, metadata={"help": "Adam steps on X per outer iteration (x-step; reference: 50)."}
+        default=0,
+        metadata={"help": "Adam steps on X per outer iteration (x-step); 0 = the schedule's (10; paper: 50)."},
     )
     lr: float = field(default=0.008, metadata={"help": "Adam learning rate of the x-step (reference: 0.008)."})
     rho: float = field(
@@ -111,11 +131,12 @@ class GradMatchConfig(TaskArguments):
     )
     keep_prefix: bool = field(default=False, metadata={"help": "Prepend the projection prefix to the output texts."})
     refine_steps: int = field(
-        default=40,
+        default=-1,
         metadata={
             "help": "After ADMM, token-swap steps on the best projected batch (GCG style: first-order proposals, "
-            "exact acceptance, mean NLL kept within max_nll_increase of the start). 0 = the paper's method alone. "
-            "On SmolLM2 this is what brings the texts below the model's own samples (docs/synthesizer.md)."
+            "exact acceptance, mean NLL kept within max_nll_increase of the start). 0 = the paper's method alone; "
+            "-1 = the schedule's (40; quick: 10; paper: 0). On SmolLM2 this is what brings the texts below the "
+            "model's own samples (docs/synthesizer.md)."
         },
     )
     max_nll_increase: float = field(
@@ -299,6 +320,10 @@ class GradMatchConfig(TaskArguments):
 
     def __post_init__(self) -> None:
         check_choices(self)
+        outer, inner, refine = SCHEDULES[self.schedule]
+        self.outer_steps = self.outer_steps or outer  # 0: the schedule's
+        self.inner_steps = self.inner_steps or inner
+        self.refine_steps = refine if self.refine_steps == -1 else self.refine_steps
         positive = ("per_class", "texts_per_round", "outer_steps", "inner_steps", "topk", "target_examples")
         for name in positive:
             if getattr(self, name) < 1:
@@ -371,8 +396,9 @@ class GradMatchConfig(TaskArguments):
         return asdict(self)
 
     def fingerprint(self) -> dict:
-        """The fields that decide which texts a run makes (compared on resume): all but the runtime ones."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        """The fields that decide which texts a run makes (compared on resume): all but the runtime ones
+        and ``schedule`` (the steps it set are compared themselves, so a folder from before presets resumes)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS and k != "schedule"}
 
 
 # The runtime section's fields: where and how a run reports, not what it computes; a resume may change them.

@@ -71,7 +71,7 @@ def test_save_writes_dataset_card_exports_and_config(crafted_synthesis, tiny_lla
     csv = load_dataset("csv", data_files=str(folder / "train.csv"), split="train")
     assert csv.column_names == ["sentence", "label"] and len(csv) == 4
     config = yaml.safe_load((folder / "gradmm_config.yaml").read_text())
-    assert config["synthesis"]["outer_steps"] == 30 and config["builder"]["label_filter"] == "off"
+    assert config["synthesis"]["outer_steps"] == 4 and config["builder"]["label_filter"] == "off"
     built = builder.dataset
     assert set(built) == {"train", "validation", "test"}
     assert built["validation"].features == built["train"].features

@@ -133,4 +133,24 @@ def test_runtime_fields_are_the_last_section_of_the_config():
 
     names = [f.name for f in fields(GradMatchConfig)]
     assert tuple(names[names.index("output_dir") :]) == RUNTIME_FIELDS
-    assert set(GradMatchConfig().fingerprint()) == set(names) - set(RUNTIME_FIELDS)
+    assert set(GradMatchConfig().fingerprint()) == set(names) - set(RUNTIME_FIELDS) - {"schedule"}
+
+
+def test_schedule_presets_set_the_steps_and_flags_override_them(capsys):
+    """--schedule sets outer x inner steps and refinement steps; a step flag overrides its part; the
+    resolved steps (not the preset's name) are what a resume compares."""
+    from hf_gradmm.config import GradMatchConfig
+
+    steps = lambda c: (c.outer_steps, c.inner_steps, c.refine_steps)  # noqa: E731
+    assert steps(GradMatchConfig()) == (4, 10, 40)
+    assert steps(GradMatchConfig(schedule="paper")) == (30, 50, 0)
+    assert steps(GradMatchConfig(schedule="quick", inner_steps=7)) == (2, 7, 10)
+    assert steps(GradMatchConfig(refine_steps=0)) == (4, 10, 0)
+    again = GradMatchConfig(**GradMatchConfig(schedule="quick", outer_steps=3).to_dict())  # as config.yaml reads back
+    assert steps(again) == (3, 5, 10)
+    assert GradMatchConfig(schedule="paper", outer_steps=4, inner_steps=10, refine_steps=40).fingerprint() == (
+        GradMatchConfig().fingerprint()
+    )
+    with pytest.raises(SystemExit):
+        main(["synthesize", "--help"])
+    assert "{default,quick,paper}" in capsys.readouterr().out

@@ -23,8 +23,13 @@ class BenchArguments:
         default=5, metadata={"help": "step: timed repetitions (after one warm-up); the median counts."}
     )
     bf16: bool = field(default=False, metadata={"help": "step: also time our step and the matmul in bfloat16."})
-    outer_steps: int = field(default=4, metadata={"help": "round: ADMM outer iterations (the results' schedule)."})
-    inner_steps: int = field(default=10, metadata={"help": "round: x-step Adam steps per outer iteration."})
+    schedule: Literal["default", "quick", "paper"] = field(
+        default="default", metadata={"help": "round: the synthesis schedule preset (see GradMatchConfig.schedule)."}
+    )
+    outer_steps: int = field(default=0, metadata={"help": "round: ADMM outer iterations; 0 = the schedule's."})
+    inner_steps: int = field(
+        default=0, metadata={"help": "round: x-step Adam steps per outer iteration; 0 = the schedule's."}
+    )
     label: int = field(default=1, metadata={"help": "round: the class whose round is timed (label id)."})
     seed: int = field(default=42, metadata={"help": "round: seed of the first run."})
     seeds: int = field(default=1, metadata={"help": "round: runs with seeds seed, seed + 1, ...; the median counts."})

@@ -3,8 +3,8 @@
 The x-step is a fifth of a round; the rest is the projection, the beam choice, the exact
 distances and the token-swap refinement. This benchmark runs the set-up (real pool, class
 targets) and one round of one class with the synthesis defaults (B = 10, 4-beam projection,
-40 refinement steps) at ``outer_steps`` x ``inner_steps`` (4 x 10: the schedule the results
-were measured with), recording the engine's stages (engine/stages.py). It reports the round's
+the default schedule: 4 x 10 steps and 40 refinement steps, what the results were measured
+with), recording the engine's stages (engine/stages.py). It reports the round's
 wall time, each stage's seconds, the final matching distance and mean NLL of the texts, and the
 texts per hour that pace gives; with several seeds, each run and their medians.
 """
@@ -33,6 +33,7 @@ def _one(model, tokenizer, task, data, args: BenchArguments, seed: int, folder: 
         task=task.name,
         per_class=args.batch,
         texts_per_round=args.batch,
+        schedule=args.schedule,
         outer_steps=args.outer_steps,
         inner_steps=args.inner_steps,
         target_checkpoints=args.target_checkpoints,
@@ -60,6 +61,7 @@ def _one(model, tokenizer, task, data, args: BenchArguments, seed: int, folder: 
         "nll": statistics.mean(record.nll),
         "texts": record.texts,
         "seq_len": prepared.seq_lens[args.label],
+        "steps": f"{config.outer_steps} x {config.inner_steps}, {config.refine_steps} refinement steps",
     }
 
 
@@ -83,7 +85,7 @@ def bench_round(model, tokenizer, task, args: BenchArguments) -> dict:
         "task": task.name,
         "label": task.label_names[args.label],
         "batch": args.batch,
-        "schedule": f"{args.outer_steps} x {args.inner_steps}",
+        "schedule": f"{args.schedule}: {runs[0]['steps']}",
         "target_checkpoints": args.target_checkpoints,
         "round_s": round_s,
         "stages": {n: statistics.median(r["stages"].get(n, 0.0) for r in runs) for n in names},
