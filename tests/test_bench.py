@@ -34,6 +34,8 @@ def test_bench_round_reports_stages_distance_and_pace(tiny_llama, smollm2_tokeni
         assert 0 <= run["other_s"] < 0.2 * run["round_s"]  # the stages cover the round
         assert run["final_distance"] <= run["admm_distance"] + 1e-9 and len(run["texts"]) == 2
     assert report["texts_per_hour"] == 2 * 3600 / report["round_s"]
+    assert set(report["outside_the_round"]) == {"targets", "calibration", "io"}
+    assert all(v > 0 for v in report["outside_the_round"].values())
     assert all(p.requires_grad for p in tiny_llama.parameters())
 
 

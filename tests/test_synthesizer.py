@@ -244,7 +244,10 @@ def test_progress_moves_through_every_stage_of_a_round(tiny_llama, smollm2_token
     recorder, bar = SubstepRecorder(), Bar()
     _run(tiny_llama, smollm2_tokenizer, data, tmp_path / "p", callbacks=[recorder, bar], refine_steps=3)
     rounds = 4  # 3 texts per class in rounds of 2: 2 rounds per class
-    by_stage = {name: [s for s in recorder.substeps if s[0] == name] for name in ("x_step", "projection", "refine")}
+    stages = ("x_step", "projection", "beam_choice", "refine")
+    by_stage = {name: [s for s in recorder.substeps if s[0] == name] for name in stages}
+    # 4 beams: one tick per row of each projected batch (rounds of 2 and 1 texts per class, one z-step each)
+    assert [s[1:] for s in by_stage["beam_choice"]] == [(1, 2), (2, 2), (1, 1), (1, 2), (2, 2), (1, 1)]
     assert len(by_stage["x_step"]) == rounds * 2 * 2  # outer x inner steps
     assert len(by_stage["projection"]) == rounds * (2 - 1)  # the first Z is the init's
     assert [s[1] for s in by_stage["refine"][:3]] == [1, 2, 3] and len(by_stage["refine"]) == rounds * 3

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
+from hf_gradmm import rundir
 from hf_gradmm.bench.arguments import BenchArguments
 from hf_gradmm.config import GradMatchConfig
+from hf_gradmm.diagnostics import calibration
 from hf_gradmm.distributed import device as compute_device
 from hf_gradmm.engine.gradients import model_state_kept
 from hf_gradmm.engine.round import run_round
@@ -48,11 +50,19 @@ def _one(model, tokenizer, task, data, args: BenchArguments, seed: int, folder: 
         start = time.perf_counter()
         record = run_round(prepared, config, 0, args.label, args.batch)
         round_s = time.perf_counter() - start
-    stages = {k: v for k, v in seconds.items() if k != "targets"}
+        with stage("io"):  # what a synthesis writes per round
+            (folder / rundir.ROUNDS_DIR).mkdir(parents=True, exist_ok=True)
+            rundir.save_round(folder, record)
+        with stage("calibration"):  # once per run, for every class: here for the timed class only
+            calibration(prepared, [record], config)
+    after = ("targets", "io", "calibration")
+    stages = {k: v for k, v in seconds.items() if k not in after}
     return {
         "seed": seed,
         "round_s": round_s,
         "targets_s": seconds.get("targets", 0.0),
+        "io_s": seconds.get("io", 0.0),
+        "calibration_s": seconds.get("calibration", 0.0),
         "stages": stages,
         "other_s": round_s - sum(stages.values()),  # what no stage covers (embedding lookups, dual steps)
         "initial_distance": record.initial_distance,
@@ -89,6 +99,9 @@ def bench_round(model, tokenizer, task, args: BenchArguments) -> dict:
         "target_checkpoints": args.target_checkpoints,
         "round_s": round_s,
         "stages": {n: statistics.median(r["stages"].get(n, 0.0) for r in runs) for n in names},
+        "outside_the_round": {
+            k: statistics.median(r[f"{k}_s"] for r in runs) for k in ("targets", "calibration", "io")
+        },
         "final_distance": statistics.median(r["final_distance"] for r in runs),
         "nll": statistics.median(r["nll"] for r in runs),
         "texts_per_hour": args.batch * 3600 / round_s,

@@ -87,3 +87,5 @@ def _print_round(report: dict, as_json: bool) -> None:
         f"  round {total:.1f} s; final distance {report['final_distance']:.4f}, NLL {report['nll']:.3f}; "
         f"{report['texts_per_hour']:.0f} texts per hour"
     )
+    outside = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["outside_the_round"].items())
+    print(f"  outside the round: {outside}")

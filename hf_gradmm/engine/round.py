@@ -128,7 +128,9 @@ def initial_point(
     return best_x, None
 
 
-def z_step(setup: RoundSetup, args: RoundArgs, label: int, point: Tensor) -> Tensor:
+def z_step(
+    setup: RoundSetup, args: RoundArgs, label: int, point: Tensor, on_progress: Progress | None = None
+) -> Tensor:
     """Project ``point`` onto token ids; with beams, each row keeps the beam that gives its batch
     the lowest exact matching distance (one pass of coordinate descent over the rows)."""
     objective = setup.objectives[label]
@@ -150,6 +152,8 @@ def z_step(setup: RoundSetup, args: RoundArgs, label: int, point: Tensor) -> Ten
         for row in range(len(ids)) if args.projection_beams > 1 else ():  # all beams are likely texts under the LM
             values = objective.swap_values(ids, torch.full((beams.shape[1],), row), beams[row])
             ids[row] = beams[row, int(values.argmin())]
+            if on_progress is not None:
+                on_progress("beam_choice", row + 1, len(ids))
     return ids
 
 
@@ -202,7 +206,7 @@ def run_round(
     dual = torch.zeros_like(x)
     optimizer = torch.optim.Adam([x], lr=args.lr)
     if z_ids is None:  # a continuous init is projected; token inits are their own first Z
-        z_ids = z_step(setup, args, label, x)
+        z_ids = z_step(setup, args, label, x, on_progress)
     with stage("z_distance"):
         best_ids, best_value, best_it = z_ids, objective.value(z_ids), 0
     initial = value = best_value
@@ -211,7 +215,7 @@ def run_round(
         if it > 0:  # z-step (iteration 0 uses the projected init)
             if on_progress is not None:
                 on_progress("projection", it, args.outer_steps)
-            z_ids = z_step(setup, args, label, x.detach() + dual / args.rho)
+            z_ids = z_step(setup, args, label, x.detach() + dual / args.rho, on_progress)
             with stage("z_distance"):
                 value = objective.value(z_ids)
             if value < best_value:
