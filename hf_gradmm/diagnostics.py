@@ -84,7 +84,7 @@ def shuffled_nll(prepared: Prepared, texts: list[str], seed: int) -> float:
 def texts_distance(prepared: Prepared, objective: MatchingObjective, label: int, texts: list[str]) -> float:
     """Batch distance of real texts (each with class ``label``'s label word) to ``objective``'s target,
     under ``objective``'s model (its checkpoint must be active)."""
-    device = prepared.allowed.device
+    device = objective.device
     if objective.matched.is_lm_head:
         prompts = [prepared.task.format_prompt(t) for t in texts]
         labels = torch.full((len(prompts),), prepared.label_tokens[label], dtype=torch.long, device=device)

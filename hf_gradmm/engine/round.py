@@ -90,7 +90,7 @@ class RoundSetup:
     seq_lens: dict[int, int]  # per class: free tokens per text
     objectives: dict[int, Objective]  # per class: f
     label_names: list[str]
-    real_texts: dict[int, list[str]]  # per class: the target examples (init 'real' only)
+    pool: dict[int, dict[str, list[str]]]  # per class: real 'target' and 'heldout' texts (init 'real' reads them)
 
 
 def round_generator(seed: int, round_idx: int) -> torch.Generator:
@@ -109,7 +109,7 @@ def initial_point(
         ids = sample_texts(model, setup.prefix_ids[label], setup.allowed, batch, length, gen, args.init_temperature)
         return objective.embed(ids).clone(), ids
     if args.init == "real":
-        ids_list = [text_ids(setup.tokenizer, t) for t in setup.real_texts[label]]
+        ids_list = [text_ids(setup.tokenizer, t) for t in setup.pool[label]["target"]]
         ids_list = [(ids * math.ceil(length / max(len(ids), 1)))[:length] for ids in ids_list]
         ids = torch.tensor(ids_list, dtype=torch.long, device=emb.device)
         per_text = objective.per_text(ids)

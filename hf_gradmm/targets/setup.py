@@ -21,7 +21,7 @@ from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.engine.round import RoundSetup
 from hf_gradmm.lm import start_ids
 from hf_gradmm.targets.pool import Parts, class_objectives, class_target_cosine, real_pool, text_lengths
-from hf_gradmm.targets.trajectory import THETA0, load_checkpoints
+from hf_gradmm.targets.trajectory import load_checkpoints
 from hf_gradmm.tasks import TaskSpec, label_token_ids
 
 
@@ -32,7 +32,6 @@ class Prepared(RoundSetup):
     task: TaskSpec
     label_tokens: list[int]
     matched: MatchedModules
-    pool: dict[int, dict[str, list[str]]]
     checkpoints: list[Checkpoint]
     parts: Parts
     checkpoint_report: dict
@@ -55,11 +54,6 @@ def prepare(
     on its device and frozen for matching here (the caller restores it). ``source``: the real split
     the pool is drawn from; ``trajectory_dir``: where trajectory:K checkpoints are saved (and reused);
     ``noise``: the DP noise generator; ``shard``: (rank, processes)."""
-    if args.target_checkpoints.strip() != THETA0 and args.matched_params == "peft":
-        raise ValueError(
-            "matched_params='peft' matches the given model's own adapters, which other checkpoints do not "
-            "share; with target_checkpoints other than theta0 use 'lm_head' or a module regular expression."
-        )
     label_tokens = label_token_ids(task, tokenizer)
     matched = prepare_matched(model, args.matched_params)
     pool = real_pool(source, task, args.target_examples, args.heldout_examples, args.seed, args.real_split)
@@ -85,11 +79,10 @@ def prepare(
         seq_lens=text_lengths(pool, tokenizer, args.seq_len),
         objectives=objectives,
         label_names=list(task.label_names),
-        real_texts={c: pool[c]["target"] for c in pool},
+        pool=pool,
         task=task,
         label_tokens=label_tokens,
         matched=matched,
-        pool=pool,
         checkpoints=checkpoints,
         parts=parts,
         checkpoint_report=report,
