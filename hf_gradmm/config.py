@@ -5,10 +5,11 @@ key (``outer_steps:``); flags override the YAML file. The ADMM defaults follow t
 reference scripts (lr 0.008, top-k 200, B = 10, grad clip 1, 50 real examples per target) but
 for the schedule: ``schedule='default'`` is 4 outer x 10 inner steps and 40 refinement steps,
 what every result was measured with and what fits a 2-core CPU (``schedule='paper'``: the
-authors' 30 x 50, about 19-22 minutes a round there). Three more defaults differ, for reasons
-measured on SmolLM2 and given in docs/synthesizer.md: init 'lm' (reference: 'random'), vocabulary
-with punctuation (reference: words only) and the refinement after ADMM (reference: none). The
-reference behaviour is ``--schedule paper --init random --vocab-filter words --projection-beams 1``.
+authors' 30 x 50, about 18 minutes a round there, estimated from the measured stages). Three
+more defaults differ, for reasons measured on SmolLM2 and given in docs/synthesizer.md: init
+'lm' (reference: 'random'), vocabulary with punctuation (reference: words only) and the
+refinement after ADMM (reference: none). The reference behaviour is
+``--schedule paper --init random --vocab-filter words --projection-beams 1``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hf_gradmm.arguments import TaskArguments, check_choices
 from hf_gradmm.targets.privacy import check_config
 
 # schedule -> (outer_steps, inner_steps, refine_steps); seconds per round in docs/performance.md
+Schedule = Literal["default", "quick", "paper"]
 SCHEDULES = {"default": (4, 10, 40), "quick": (2, 5, 10), "paper": (30, 50, 0)}
 
 
@@ -53,14 +55,14 @@ class GradMatchConfig(TaskArguments):
         },
     )
     # ---- ADMM ----------------------------------------------------------------------------------
-    schedule: Literal["default", "quick", "paper"] = field(
+    schedule: Schedule = field(
         default="default",
         metadata={
             "help": "Steps per round, as a preset (outer_steps x inner_steps, refine_steps): 'default' 4 x 10, 40 "
             "(what every result and example was measured with: ~150 s per round of B = 10 on a 2-core CPU), "
-            "'quick' 2 x 5, 10 (~40 s, texts farther from the target: for trying things out), 'paper' 30 x 50, 0 "
-            "(the authors' schedule, no refinement: ~19-22 min per round). outer_steps, inner_steps and "
-            "refine_steps override it. "
+            "'quick' 2 x 5, 10 (~40 s: for trying things out; its data quality is not measured), 'paper' 30 x 50, 0 "
+            "(the authors' schedule, no refinement: ~18 min per round, estimated from the measured stages). "
+            "outer_steps, inner_steps and refine_steps override it. "
             "docs/performance.md has the measurements."
         },
     )

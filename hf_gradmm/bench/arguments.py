@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hf_gradmm.config import Schedule
+
 
 @dataclass
 class BenchArguments:
@@ -23,7 +25,7 @@ class BenchArguments:
         default=5, metadata={"help": "step: timed repetitions (after one warm-up); the median counts."}
     )
     bf16: bool = field(default=False, metadata={"help": "step: also time our step and the matmul in bfloat16."})
-    schedule: Literal["default", "quick", "paper"] = field(
+    schedule: Schedule = field(
         default="default", metadata={"help": "round: the synthesis schedule preset (see GradMatchConfig.schedule)."}
     )
     outer_steps: int = field(default=0, metadata={"help": "round: ADMM outer iterations; 0 = the schedule's."})

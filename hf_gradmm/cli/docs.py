@@ -10,6 +10,7 @@ import re
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 from hf_gradmm.cli.main import COMMANDS, command_arguments
 
@@ -38,10 +39,14 @@ def _default(f) -> str:
 
 
 def _type(cls: type, name: str) -> str:
-    """The annotation as written (parsers replace ``Field.type`` with the resolved type)."""
+    """The annotation as written (parsers replace ``Field.type`` with the resolved type); a name
+    bound to a ``Literal[...]`` in the class's module (a shared alias) is spelled out."""
     for klass in cls.__mro__:
         annotation = klass.__dict__.get("__annotations__", {}).get(name)
         if annotation is not None:
+            alias = getattr(sys.modules[klass.__module__], str(annotation), None)
+            if get_origin(alias) is Literal:
+                return f"Literal[{', '.join(repr(v) for v in get_args(alias))}]"
             return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
     return "?"
 
