@@ -5,7 +5,7 @@ key (``outer_steps:``); flags override the YAML file. The ADMM defaults follow t
 reference scripts (lr 0.008, top-k 200, B = 10, grad clip 1, 50 real examples per target) but
 for the schedule: ``schedule='default'`` is 4 outer x 10 inner steps and 40 refinement steps,
 what every result was measured with and what fits a 2-core CPU (``schedule='paper'``: the
-authors' 30 x 50, about 18 minutes a round there, estimated from the measured stages). Three
+authors' 30 x 50, about 16 minutes a round there, estimated from the measured stages). Three
 more defaults differ, for reasons measured on SmolLM2 and given in docs/synthesizer.md: init
 'lm' (reference: 'random'), vocabulary with punctuation (reference: words only) and the
 refinement after ADMM (reference: none). The reference behaviour is
@@ -59,9 +59,9 @@ class GradMatchConfig(TaskArguments):
         default="default",
         metadata={
             "help": "Steps per round, as a preset (outer_steps x inner_steps, refine_steps): 'default' 4 x 10, 40 "
-            "(what every result and example was measured with: ~150 s per round of B = 10 on a 2-core CPU), "
+            "(what every result and example was measured with: ~2 min per round of B = 10 on a 2-core CPU), "
             "'quick' 2 x 5, 10 (~40 s: for trying things out; its data quality is not measured), 'paper' 30 x 50, 0 "
-            "(the authors' schedule, no refinement: ~18 min per round, estimated from the measured stages). "
+            "(the authors' schedule, no refinement: ~16 min per round, estimated from the measured stages). "
             "outer_steps, inner_steps and refine_steps override it. "
             "docs/performance.md has the measurements."
         },

@@ -44,3 +44,20 @@ def test_bench_round_refuses_a_class_the_task_lacks(tiny_llama, smollm2_tokenize
 
     with pytest.raises(ValueError, match="--label 5 is not a class"):
         bench_round(tiny_llama, smollm2_tokenizer, get_task("rotten_tomatoes"), BenchArguments(what="round", label=5))
+
+
+def test_bench_round_baseline_runs_every_class_both_ways(tiny_llama, smollm2_tokenizer):
+    """``--baseline --label -1``: every class's round also as 0.1.0 ran it, the same texts and
+    distances (the same search), and a speed-up that is the median of the per-round ratios."""
+    import statistics
+
+    from hf_gradmm.bench import bench_round
+
+    args = BenchArguments(what="round", batch=2, outer_steps=1, inner_steps=2, label=-1, baseline=True)
+    report = bench_round(tiny_llama, smollm2_tokenizer, get_task("rotten_tomatoes"), args)
+    runs, old = report["runs"], report["baseline"]["runs"]
+    assert [r["label"] for r in runs] == [r["label"] for r in old] == ["negative", "positive"]
+    assert report["same_texts"] == 2 and report["relative_distance"] == pytest.approx(0.0, abs=1e-5)
+    assert [r["final_distance"] for r in runs] == pytest.approx([r["final_distance"] for r in old], rel=1e-5)
+    assert report["speedup"] == statistics.median(b["round_s"] / r["round_s"] for r, b in zip(runs, old))
+    assert report["label"] == "every class"

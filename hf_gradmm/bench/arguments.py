@@ -32,7 +32,14 @@ class BenchArguments:
     inner_steps: int = field(
         default=0, metadata={"help": "round: x-step Adam steps per outer iteration; 0 = the schedule's."}
     )
-    label: int = field(default=1, metadata={"help": "round: the class whose round is timed (label id)."})
+    label: int = field(
+        default=1, metadata={"help": "round: the class whose round is timed (label id); -1 = every class."}
+    )
+    baseline: bool = field(
+        default=False,
+        metadata={"help": "round: also run each round as hf_gradmm 0.1.0 did (the same search, every row "
+                  "recomputed at every step), and report both, the speed-up and the quality difference."},
+    )  # fmt: skip
     seed: int = field(default=42, metadata={"help": "round: seed of the first run."})
     seeds: int = field(default=1, metadata={"help": "round: runs with seeds seed, seed + 1, ...; the median counts."})
     target_checkpoints: str = field(

@@ -89,3 +89,12 @@ def _print_round(report: dict, as_json: bool) -> None:
     )
     outside = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["outside_the_round"].items())
     print(f"  outside the round: {outside}")
+    if "baseline" in report:
+        old = report["baseline"]
+        print(
+            f"  0.1.0 (--baseline): round {old['round_s']:.1f} s; speed-up {report['speedup']:.2f}x (median of "
+            f"{len(old['runs'])} pairs); mean final distance {report['mean_final_distance']:.5f} vs "
+            f"{old['mean_final_distance']:.5f} ({100 * report['relative_distance']:+.2f}%), mean NLL "
+            f"{report['mean_nll']:.3f} vs {old['mean_nll']:.3f} ({100 * report['relative_nll']:+.2f}%); "
+            f"same texts in {report['same_texts']} of {len(old['runs'])}"
+        )

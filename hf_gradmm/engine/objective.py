@@ -9,6 +9,7 @@ projected text and the continuous iterate are measured the same way.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hf_gradmm.engine.gradients import ClassTarget, MatchedModules, last_hidden, output_factors
+from hf_gradmm.engine.rows import Rows, first_change, swapped_values
+from hf_gradmm.engine.suffix import hidden_and_cache, suffix_hidden, suffix_matches
 from hf_gradmm.lm import text_ids
 
 DISTANCES = ("cos", "l2", "l1+l2")
@@ -107,6 +110,8 @@ class MatchingObjective:
         if self.offsets:
             self.targets = [t - o for t, o in zip(self.targets, self.offsets)]
         self.target_norm = torch.sqrt(sum(t.float().pow(2).sum() for t in self.targets)).to(dtype)
+        self.suffix_ok: bool | None = None  # whether suffix passes reproduce full ones here (checked once)
+        self._offsets_cached: tuple[float, float] | None = None
 
     # -- sequences -------------------------------------------------------------------------------
     def inputs(self, x: Tensor) -> Tensor:
@@ -184,25 +189,87 @@ class MatchingObjective:
                 return [float(self.distance_from_factors(a[i : i + 1], h[i : i + 1])) for i in range(len(ids))]
         return [self.value(ids[i : i + 1]) for i in range(len(ids))]
 
-    def swap_values(self, ids: Tensor, rows: Tensor, new_rows: Tensor) -> Tensor:
-        """Distances of the batches with row ``rows[k]`` replaced by ``new_rows[k]``."""
+    # -- rows: swapped batches scored without re-running the rows that stay ----------------------
+    def rows(self, ids: Tensor) -> Rows:
+        """:class:`Rows` of the batch ``ids`` (one forward pass for the closed form)."""
+        ids = ids.to(self.device)
         if not self.matched.is_lm_head:
-            out = []
-            ids = ids.to(self.device)
-            for r, new in zip(rows.tolist(), new_rows):
-                trial = ids.clone()
-                trial[r] = new
-                out.append(self.value(trial))
-            return torch.tensor(out)
+            return Rows(ids)
+        h, cache = hidden_and_cache(self.model, self.inputs(self.embed(ids)))
+        a, _ = output_factors(self.model, h, self._labels(len(ids)))
+        return Rows(ids, (a, h), cache)
+
+    def rows_from(self, base: Rows, at: Tensor, ids: Tensor) -> Rows:
+        """:class:`Rows` of ``ids``, where row k differs from row ``at[k]`` of ``base`` only from
+        some position on: the model runs from there (engine/suffix.py), once it has shown on
+        this model that it gives what a full pass gives."""
+        ids = ids.to(self.device)
+        if base.cache is None or self.suffix_ok is False:
+            return self.rows(ids)
+        lead = self.lead.shape[1]
+        starts = (first_change(ids, base.ids[at]) + lead).clamp_max(lead + ids.shape[1] + self.tail.shape[1] - 1)
+        embeds = self.inputs(self.embed(ids))
+        h, cache = suffix_hidden(self.model, base.cache, at, starts, embeds)
+        if self.suffix_ok is None:  # checked once, on two rows
+            self.suffix_ok = suffix_matches(self.model, embeds[:2], h[:2])
+            if not self.suffix_ok:
+                warnings.warn(
+                    f"{type(self.model).__name__}: a pass over changed positions only (cached keys, a 4D mask) does "
+                    "not reproduce a full pass on this model; rows are run in full (same results, slower).",
+                    stacklevel=2,
+                )
+                return self.rows(ids)
+        a, _ = output_factors(self.model, h, self._labels(len(ids)))
+        return Rows(ids, (a, h), cache)
+
+    def rows_value(self, rows: Rows) -> float:
+        """Exact distance of the batch ``rows`` describes."""
+        if not self.matched.is_lm_head:
+            return self.value(rows.ids)
         with torch.no_grad():
-            a, h = self.factors(self.embed(ids), create_graph=False)
-            a_new, h_new = self.factors(self.embed(new_rows), create_graph=False)
-            values = []
-            for k, r in enumerate(rows.tolist()):
-                a_k, h_k = a.clone(), h.clone()
-                a_k[r], h_k[r] = a_new[k], h_new[k]
-                values.append(self.distance_from_factors(a_k, h_k))
-            return torch.stack(values).float()
+            return float(self.distance_from_factors(*rows.factors))
+
+    def swap_values(self, rows: Rows, at: Tensor, new: Rows) -> Tensor:
+        """Distances of the batches with row ``at[k]`` replaced by row k of ``new``."""
+        if not self.matched.is_lm_head or self.kind == "l1+l2":
+            return swapped_values(self, rows, at, new)
+        with torch.no_grad():
+            return self._swap_closed_form(rows, at.to(self.device), new)
+
+    def _offset_products(self) -> tuple[float, float]:
+        """``<C, T>`` and ``||C||^2`` of the centring offset, computed once."""
+        if self._offsets_cached is None:
+            offset, target = self.offsets[0].float(), self.targets[0].float()
+            self._offsets_cached = (float((offset * target).sum()), float(offset.pow(2).sum()))
+        return self._offsets_cached
+
+    def _swap_closed_form(self, rows: Rows, at: Tensor, new: Rows) -> Tensor:
+        """:func:`lm_head_distance` of every swapped batch at once: a swap changes one term of
+        ``<g, G>`` and one row and column of the Gram products, so all K cost one (B + K) x V x d
+        product instead of K batch distances."""
+        (a, h), (a_new, h_new) = rows.factors, new.factors
+        target, batch = self.targets[0], len(a)
+        both_h = torch.cat([h, h_new])
+        proj = (both_h.to(target.dtype) @ target.T).float()  # G h for every row
+        a, a_new, both_h = a.float(), a_new.float(), both_h.float()
+        terms = (torch.cat([a, a_new]) * proj).sum(-1)  # a_i . G h_i
+        gram_a, gram_h = a @ a.T, both_h[:batch] @ both_h[:batch].T
+        cross_a, cross_h = a_new @ a.T, h_new.float() @ both_h[:batch].T  # (K, B)
+        own = (a_new * a_new).sum(-1) * (h_new.float() * h_new.float()).sum(-1)
+        cross_a[torch.arange(len(at), device=at.device), at] = 0.0  # the replaced row's own pair is ``own``
+        sq = (gram_a * gram_h).sum() - 2 * (gram_a[at] * gram_h[at]).sum(-1) + gram_a[at, at] * gram_h[at, at]
+        sq = (sq + 2 * (cross_a * cross_h).sum(-1) + own) / batch**2
+        dot = (terms[:batch].sum() - terms[at] + terms[batch:]) / batch
+        if self.offsets:  # centred: <g - C, T> and ||g - C||^2
+            offset = self.offsets[0]
+            off = (torch.cat([a, a_new]) * (both_h.to(offset.dtype) @ offset.T).float()).sum(-1)
+            offset_dot, offset_sq = self._offset_products()
+            dot = dot - offset_dot
+            sq = sq - 2 * (off[:batch].sum() - off[at] + off[batch:]) / batch + offset_sq
+        t_norm = self.target_norm.float()
+        if self.kind == "cos":
+            return (1 - dot / (sq.clamp_min(1e-30).sqrt() * t_norm)).cpu()
+        return (sq - 2 * dot + t_norm**2).cpu()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,11 +305,18 @@ class TrajectoryObjective:
         self.parts = parts
         self.embedding = embedding
 
-    def _sum(self, call):
-        total = None
-        for checkpoint, objective in self.parts:
+    def _each(self, call, per_part=None) -> list:
+        """``call(objective[, per_part[k]])`` for every checkpoint, with that checkpoint active."""
+        out = []
+        for k, (checkpoint, objective) in enumerate(self.parts):
             with checkpoint.active():
-                value = call(objective)
+                out.append(call(objective) if per_part is None else call(objective, per_part[k]))
+        return out
+
+    def _sum(self, call, per_part=None):
+        """``sum_k w_k call(objective_k[, per_part[k]])``."""
+        total = None
+        for (checkpoint, _), value in zip(self.parts, self._each(call, per_part)):
             total = checkpoint.weight * value if total is None else total + checkpoint.weight * value
         return total
 
@@ -281,8 +355,18 @@ class TrajectoryObjective:
     def per_text(self, ids: Tensor) -> list[float]:
         return self._sum(lambda o: torch.tensor(o.per_text(ids), dtype=torch.float64)).tolist()
 
-    def swap_values(self, ids: Tensor, rows: Tensor, new_rows: Tensor) -> Tensor:
-        return self._sum(lambda o: o.swap_values(ids, rows, new_rows))
+    def rows(self, ids: Tensor) -> Rows:
+        """One :class:`Rows` per checkpoint (each with its own embeddings and keys)."""
+        return Rows(ids, parts=tuple(self._each(lambda o: o.rows(ids))))
+
+    def rows_from(self, base: Rows, at: Tensor, ids: Tensor) -> Rows:
+        return Rows(ids, parts=tuple(self._each(lambda o, b: o.rows_from(b, at, ids), base.parts)))
+
+    def rows_value(self, rows: Rows) -> float:
+        return float(self._sum(lambda o, r: o.rows_value(r), rows.parts))
+
+    def swap_values(self, rows: Rows, at: Tensor, new: Rows) -> Tensor:
+        return self._sum(lambda o, rn: o.swap_values(rn[0], at, rn[1]), list(zip(rows.parts, new.parts)))
 
 
 Objective = MatchingObjective | TrajectoryObjective  # what a round matches: one checkpoint or several

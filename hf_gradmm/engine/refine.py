@@ -2,7 +2,10 @@
 
 Greedy coordinate search on token ids (GCG style): swaps proposed by the first-order decrease of
 the matching distance, mixed with the LM's log-probability, and accepted only when the exact
-distance falls and the batch's NLL stays within a bound.
+distance falls and the batch's NLL stays within a bound. Nothing that did not change is run
+again: the rows' factors, keys and values (:class:`~hf_gradmm.engine.rows.Rows`) and their
+LM log-probabilities are kept, a candidate is run only from its swapped position on, and the NLL
+check and the log-probability update run the one changed row.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from hf_gradmm.engine.projection import zscore
+from hf_gradmm.engine.rows import Rows
 from hf_gradmm.engine.stages import stage
-from hf_gradmm.lm import position_logprobs, token_logprobs
+from hf_gradmm.lm import position_logprobs
 
 
 class SwapObjective(Protocol):
@@ -24,12 +28,16 @@ class SwapObjective(Protocol):
     def value_and_grad(self, ids: Tensor) -> tuple[float, Tensor]:
         """Distance of the batch ``ids`` (B, T) and its gradient w.r.t. their embeddings (B, T, d)."""
 
-    def swap_values(self, ids: Tensor, rows: Tensor, new_rows: Tensor) -> Tensor:
-        """Distances of the batches obtained by replacing row ``rows[k]`` of ``ids`` by ``new_rows[k]``."""
+    def rows_from(self, base: Rows, at: Tensor, ids: Tensor) -> Rows:
+        """:class:`Rows` of ``ids``, row k a change of row ``at[k]`` of ``base``."""
+
+    def swap_values(self, rows: Rows, at: Tensor, new: Rows) -> Tensor:
+        """Distances of the batches with row ``at[k]`` replaced by row k of ``new``."""
 
 
 def swap_refine(
     ids: Tensor,
+    rows: Rows,
     objective: SwapObjective,
     model: nn.Module,
     prefix_ids: Tensor,
@@ -44,52 +52,78 @@ def swap_refine(
 ) -> tuple[Tensor, float]:
     """Greedy coordinate search on token ids (GCG style), accepting only exact improvements.
 
-    Each step takes the gradient ``g`` of the matching distance at ``E[ids]``, scores
-    (position, allowed token) pairs by the z-scored first-order decrease
-    ``-g_t . (e_v - e_{z_t})`` mixed with the z-scored LM log-probability of ``v`` in its left
-    context (weight ``lm_weight``), draws ``swaps_per_step`` single-token swaps from the best
+    ``rows`` are the :class:`Rows` of ``ids``. Each step takes the gradient ``g`` of the matching
+    distance at ``E[ids]``, scores (position, allowed token) pairs by the z-scored first-order
+    decrease ``-g_t . (e_v - e_{z_t})`` mixed with the z-scored LM log-probability of ``v`` in its
+    left context (weight ``lm_weight``), draws ``swaps_per_step`` single-token swaps from the best
     ``candidates_per_position`` per position, evaluates them exactly, and keeps the best that
     lowers the distance while the batch's mean NLL stays within ``max_nll_increase`` nats of
     where it started. Returns the ids and their distance.
     """
     emb = model.get_input_embeddings().weight.detach().float()
-    device = emb.device
-    ids, allowed = ids.to(device).clone(), allowed.to(device)
-    batch, length = ids.shape
-    with stage("refine_accept"):  # exact value and gradient of the start, and its NLL
+    ids, allowed = ids.to(emb.device).clone(), allowed.to(emb.device)
+    batch = len(ids)
+    with stage("refine_accept"):  # exact value and gradient of the start; its LM log-probabilities
         current, grad = objective.value_and_grad(ids)
-        base_nll = -token_logprobs(model, prefix_ids, ids).mean().item()
-    rows_idx, pos_idx = torch.arange(batch, device=device)[:, None], torch.arange(length, device=device)[None, :]
+        logprobs = position_logprobs(model, prefix_ids, ids)  # (B, T, V), updated per changed row
+        row_nll = _row_nll(logprobs, ids)
+        bound = row_nll.mean().item() + max_nll_increase
+    pool = None
     for step in range(steps):
         with torch.no_grad(), stage("refine_scoring"):
-            g = grad.float()
-            gain = -(g @ emb.T) + (g * emb[ids]).sum(-1, keepdim=True)  # (B, T, V)
-            gain[..., ~allowed] = -float("inf")
-            gain[rows_idx, pos_idx, ids] = -float("inf")
-            top_gain, top_ids = gain.topk(candidates_per_position * 4, dim=-1)
-            score = top_gain
-            if lm_weight:
-                lp = position_logprobs(model, prefix_ids, ids).gather(2, top_ids)
-                score = (1 - lm_weight) * zscore(top_gain) + lm_weight * zscore(lp)
-            pool = top_ids.gather(2, score.topk(candidates_per_position, dim=-1).indices)  # (B, T, c)
-            # drawn with the (CPU) generator, then moved: the same swaps on any device
-            seq = torch.randint(batch, (swaps_per_step,), generator=generator).to(device)
-            pos = torch.randint(length, (swaps_per_step,), generator=generator).to(device)
-            pick = torch.randint(candidates_per_position, (swaps_per_step,), generator=generator).to(device)
-            new_rows = ids[seq].clone()
-            new_rows[torch.arange(swaps_per_step, device=device), pos] = pool[seq, pos, pick]
-        with torch.no_grad(), stage("refine_candidates"):
-            values = objective.swap_values(ids, seq, new_rows)
+            if pool is None:  # the proposals change only when the batch does
+                pool = proposals(grad, emb, ids, allowed, logprobs, candidates_per_position, lm_weight)
+            seq, new_ids = draw_swaps(ids, pool, swaps_per_step, generator)
+        with torch.no_grad(), stage("refine_candidates"):  # the candidates alone, each from its swap on
+            new_rows = objective.rows_from(rows, seq, new_ids)
+            values = objective.swap_values(rows, seq, new_rows)
         with stage("refine_accept"):
             for k in values.argsort().tolist():
                 if values[k] >= current:
                     break
-                trial = ids.clone()
-                trial[seq[k]] = new_rows[k]
-                if -token_logprobs(model, prefix_ids, trial).mean().item() <= base_nll + max_nll_increase:
-                    ids = trial
-                    current, grad = objective.value_and_grad(ids)
+                row, lp = int(seq[k]), position_logprobs(model, prefix_ids, new_ids[k : k + 1])
+                nll = _row_nll(lp, new_ids[k : k + 1])
+                if (row_nll.sum() - row_nll[row] + nll).item() / batch <= bound:
+                    ids[row], logprobs[row], row_nll[row] = new_ids[k], lp[0], nll[0]
+                    rows = rows.put(seq[k : k + 1], new_rows.take(slice(k, k + 1)))
+                    current, grad = objective.value_and_grad(ids)  # exact, and the next proposals'
+                    pool = None
                     break
         if on_step is not None:
             on_step(step, current)
     return ids, current
+
+
+def draw_swaps(ids: Tensor, pool: Tensor, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``count`` single-token swaps drawn from the proposals ``pool`` (B, T, c): the rows they change
+    and the new rows. Drawn with the (CPU) generator, then moved: the same swaps on any device."""
+    batch, length, per_position = pool.shape
+    device = ids.device
+    seq = torch.randint(batch, (count,), generator=generator).to(device)
+    pos = torch.randint(length, (count,), generator=generator).to(device)
+    pick = torch.randint(per_position, (count,), generator=generator).to(device)
+    new_ids = ids[seq].clone()
+    new_ids[torch.arange(count, device=device), pos] = pool[seq, pos, pick]
+    return seq, new_ids
+
+
+def _row_nll(logprobs: Tensor, ids: Tensor) -> Tensor:
+    """Mean NLL of each row of ``ids`` from its position log-probabilities (B, T, V) -> (B,)."""
+    return -logprobs.gather(2, ids[..., None]).squeeze(-1).mean(dim=1)
+
+
+def proposals(
+    grad: Tensor, emb: Tensor, ids: Tensor, allowed: Tensor, logprobs: Tensor, per_position: int, lm_weight: float
+) -> Tensor:
+    """The ``per_position`` best swaps (B, T, c) by first-order gain mixed with LM log-probability."""
+    batch, length = ids.shape
+    g = grad.float()
+    gain = -(g @ emb.T) + (g * emb[ids]).sum(-1, keepdim=True)  # (B, T, V)
+    gain[..., ~allowed] = -float("inf")
+    rows_idx = torch.arange(batch, device=ids.device)[:, None]
+    gain[rows_idx, torch.arange(length, device=ids.device)[None, :], ids] = -float("inf")
+    top_gain, top_ids = gain.topk(per_position * 4, dim=-1)
+    score = top_gain
+    if lm_weight:
+        score = (1 - lm_weight) * zscore(top_gain) + lm_weight * zscore(logprobs.gather(2, top_ids))
+    return top_ids.gather(2, score.topk(per_position, dim=-1).indices)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from hf_gradmm.engine.objective import Objective
 from hf_gradmm.engine.projection import project
 from hf_gradmm.engine.refine import swap_refine
+from hf_gradmm.engine.rows import Rows, concat_rows
 from hf_gradmm.engine.stages import stage
 from hf_gradmm.lm import sample_texts, text_ids, token_logprobs
 
@@ -93,6 +94,14 @@ class RoundSetup:
     pool: dict[int, dict[str, list[str]]]  # per class: real 'target' and 'heldout' texts (init 'real' reads them)
 
 
+@dataclass(frozen=True)
+class RoundParts:
+    """The z-step and the refinement a round runs, each with the signature of this module's own."""
+
+    z_step: Callable[..., tuple[Tensor, Rows]]
+    refine: Callable[..., tuple[Tensor, float]]
+
+
 def round_generator(seed: int, round_idx: int) -> torch.Generator:
     """The round's own CPU generator: the same draws on any device and in any process."""
     return torch.Generator().manual_seed(seed * 100_003 + round_idx)
@@ -128,15 +137,11 @@ def initial_point(
     return best_x, None
 
 
-def z_step(
-    setup: RoundSetup, args: RoundArgs, label: int, point: Tensor, on_progress: Progress | None = None
-) -> Tensor:
-    """Project ``point`` onto token ids; with beams, each row keeps the beam that gives its batch
-    the lowest exact matching distance (one pass of coordinate descent over the rows)."""
-    objective = setup.objectives[label]
+def project_point(setup: RoundSetup, args: RoundArgs, label: int, point: Tensor) -> Tensor:
+    """The projection's beams (B, W, T) for ``point``, best beam first (engine/projection.py)."""
     guided = args.projection == "guided"
     with stage("projection"):
-        grad = objective.value_and_grad_embeds(point)[1] if guided else None
+        grad = setup.objectives[label].value_and_grad_embeds(point)[1] if guided else None
         beams, _ = project(
             setup.model,
             point.detach(),
@@ -147,14 +152,33 @@ def z_step(
             point_grad=grad,
             beams=args.projection_beams,
         )
+    return beams
+
+
+def z_step(
+    setup: RoundSetup, args: RoundArgs, label: int, point: Tensor, on_progress: Progress | None = None
+) -> tuple[Tensor, Rows]:
+    """Project ``point`` onto token ids; with beams, each row keeps the beam that gives its batch
+    the lowest exact matching distance (one pass of coordinate descent over the rows). Returns
+    the ids and their :class:`Rows` (what their distance and the refinement read)."""
+    objective = setup.objectives[label]
+    beams = project_point(setup, args, label, point)
+    batch, width, _ = beams.shape
     ids = beams[:, 0].clone()
-    with stage("beam_choice"):
-        for row in range(len(ids)) if args.projection_beams > 1 else ():  # all beams are likely texts under the LM
-            values = objective.swap_values(ids, torch.full((beams.shape[1],), row), beams[row])
-            ids[row] = beams[row, int(values.argmin())]
+    with stage("beam_choice"):  # the best beams in full, the others from where they leave them
+        rows = objective.rows(ids)
+        if width > 1:
+            of_row = torch.arange(batch).repeat_interleave(width - 1)
+            alternatives = objective.rows_from(rows, of_row, beams[:, 1:].reshape(batch * (width - 1), -1))
+        for row in range(batch) if width > 1 else ():  # all beams are likely texts under the LM
+            others = alternatives.take(slice(row * (width - 1), (row + 1) * (width - 1)))
+            options = concat_rows([rows.take(slice(row, row + 1)), others])  # the kept beam first: wins ties
+            pick = int(objective.swap_values(rows, torch.full((width,), row), options).argmin())
+            ids[row] = beams[row, pick]
+            rows = rows.put(torch.tensor([row]), options.take(slice(pick, pick + 1)))
             if on_progress is not None:
-                on_progress("beam_choice", row + 1, len(ids))
-    return ids
+                on_progress("beam_choice", row + 1, batch)
+    return ids, rows
 
 
 def x_step(
@@ -194,10 +218,13 @@ def run_round(
     batch: int,
     on_iteration: Callable[[int, dict], None] | None = None,
     on_progress: Progress | None = None,
+    parts: RoundParts | None = None,
 ) -> RoundRecord:
     """One round of ``batch`` texts of class ``label``; ``on_iteration(it, figures)`` after each
     finished outer iteration (the projected batch's distance, the best so far, f of X, ||X - E[Z]||),
-    ``on_progress(stage, step, steps)`` within the stages."""
+    ``on_progress(stage, step, steps)`` within the stages. ``parts``: the z-step and refinement
+    to run (default: :func:`z_step` and :func:`refine`; a benchmark passes older versions)."""
+    parts = parts or RoundParts(z_step, refine)
     objective, start = setup.objectives[label], time.perf_counter()
     gen = round_generator(args.seed, round_idx)
     with stage("init"):
@@ -206,20 +233,23 @@ def run_round(
     dual = torch.zeros_like(x)
     optimizer = torch.optim.Adam([x], lr=args.lr)
     if z_ids is None:  # a continuous init is projected; token inits are their own first Z
-        z_ids = z_step(setup, args, label, x, on_progress)
+        z_ids, z_rows = parts.z_step(setup, args, label, x, on_progress)
+    else:
+        with stage("z_distance"):
+            z_rows = objective.rows(z_ids)
     with stage("z_distance"):
-        best_ids, best_value, best_it = z_ids, objective.value(z_ids), 0
+        best_ids, best_rows, best_value, best_it = z_ids, z_rows, objective.rows_value(z_rows), 0
     initial = value = best_value
     stopped, x_seconds, x_steps = None, 0.0, 0
     for it in range(args.outer_steps):
         if it > 0:  # z-step (iteration 0 uses the projected init)
             if on_progress is not None:
                 on_progress("projection", it, args.outer_steps)
-            z_ids = z_step(setup, args, label, x.detach() + dual / args.rho, on_progress)
+            z_ids, z_rows = parts.z_step(setup, args, label, x.detach() + dual / args.rho, on_progress)
             with stage("z_distance"):
-                value = objective.value(z_ids)
+                value = objective.rows_value(z_rows)
             if value < best_value:
-                best_ids, best_value, best_it = z_ids, value, it
+                best_ids, best_rows, best_value, best_it = z_ids, z_rows, value, it
         z_emb = objective.embed(z_ids)
         x_start = time.perf_counter()
         with stage("x_step"):
@@ -243,7 +273,7 @@ def run_round(
             on_iteration(it, {"outer_iteration": it, **figures, "primal_residual": residual})
     admm_value = best_value
     if args.refine_steps:
-        best_ids, best_value = _refine(setup, args, label, best_ids, gen, on_progress)
+        best_ids, best_value = parts.refine(setup, args, label, best_ids, best_rows, gen, on_progress)
     with stage("record"):
         return RoundRecord(
             round=round_idx,
@@ -262,13 +292,20 @@ def run_round(
         )
 
 
-def _refine(
-    setup: RoundSetup, args: RoundArgs, label: int, ids: Tensor, gen: torch.Generator, on_progress: Progress | None
+def refine(
+    setup: RoundSetup,
+    args: RoundArgs,
+    label: int,
+    ids: Tensor,
+    rows: Rows,
+    gen: torch.Generator,
+    on_progress: Progress | None,
 ) -> tuple[Tensor, float]:
-    """``refine_steps`` token swaps on the kept batch (refine.py); the round's generator draws the swaps."""
+    """``refine_steps`` token-swap steps on the kept batch (refine.py); the round's generator draws the swaps."""
     on_step = None if on_progress is None else lambda step, _value: on_progress("refine", step + 1, args.refine_steps)
     return swap_refine(
         ids,
+        rows,
         setup.objectives[label],
         setup.model,
         setup.prefix_ids[label],
