@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
-from hf_gradmm.engine.gradients import output_projection
+from hf_gradmm.engine.gradients import last_hidden, output_projection
 
 
 def _hook_hidden(model: nn.Module, seen: list[Tensor]):
@@ -86,12 +86,6 @@ def suffix_hidden(
 
 def suffix_matches(model: nn.Module, inputs_embeds: Tensor, hidden: Tensor, tolerance: float = 1e-4) -> bool:
     """Whether ``hidden`` (from :func:`suffix_hidden`) is what a full pass over ``inputs_embeds`` gives."""
-    seen: list[Tensor] = []
-    handle = _hook_hidden(model, seen)
-    try:
-        with torch.no_grad():
-            model(inputs_embeds=inputs_embeds, use_cache=False, logits_to_keep=1)
-    finally:
-        handle.remove()
-    full = seen[-1][:, -1, :]
+    with torch.no_grad():
+        full = last_hidden(model, inputs_embeds=inputs_embeds)
     return bool((full - hidden).norm() <= tolerance * full.norm())
