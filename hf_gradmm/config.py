@@ -178,6 +178,14 @@ class GradMatchConfig(TaskArguments):
             "synthetic gradient (match G - C to G_c - C), so the class-specific part is what counts."
         },
     )
+    target_control: Literal["off", "swapped", "random"] = field(
+        default="off",
+        metadata={
+            "help": "A control run, to test whether the target is what makes the texts train: 'swapped' matches "
+            "each class's texts to the next class's target (same label word), 'random' to a random direction of "
+            "the same norm. 'off': the real run. A control's dataset card says it is one."
+        },
+    )
     matched_params: str = field(
         default="lm_head",
         metadata={
@@ -399,9 +407,17 @@ class GradMatchConfig(TaskArguments):
 
     def fingerprint(self) -> dict:
         """The fields that decide which texts a run makes (compared on resume): all but the runtime ones
-        and ``schedule`` (the steps it set are compared themselves, so a folder from before presets resumes)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS and k != "schedule"}
+        and ``schedule`` (the steps it set are compared themselves, so a folder from before presets resumes);
+        fields added later are left out while at their default, so older folders resume too."""
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in RUNTIME_FIELDS and k != "schedule" and LATER_DEFAULTS.get(k, object()) != v
+        }
 
+
+# Fields added after folders were made, with the value that means "as before".
+LATER_DEFAULTS = {"target_control": "off"}
 
 # The runtime section's fields: where and how a run reports, not what it computes; a resume may change them.
 RUNTIME_FIELDS = ("output_dir", "resume", "logging_steps", "report_to", "disable_tqdm", "num_processes", "use_cpu")

@@ -13,11 +13,10 @@ import random
 
 import torch
 
-from hf_gradmm.engine.gradients import lm_head_example_factors
 from hf_gradmm.engine.objective import MatchingObjective
 from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.engine.round import RoundRecord
-from hf_gradmm.lm import encode_prompts, mean_text_nll, sample_texts, text_ids, token_logprobs
+from hf_gradmm.lm import encode_prompts, mean_text_nll, sample_texts, token_logprobs
 from hf_gradmm.targets.setup import Prepared
 
 
@@ -81,20 +80,11 @@ def shuffled_nll(prepared: Prepared, texts: list[str], seed: int) -> float:
     return mean_text_nll(prepared.model, prepared.tokenizer, shuffled)
 
 
-def texts_distance(prepared: Prepared, objective: MatchingObjective, label: int, texts: list[str]) -> float:
-    """Batch distance of real texts (each with class ``label``'s label word) to ``objective``'s target,
+def texts_distance(prepared: Prepared, objective: MatchingObjective, texts: list[str]) -> float:
+    """Batch distance of real texts (each with ``objective``'s label word) to ``objective``'s target,
     under ``objective``'s model (its checkpoint must be active)."""
-    device = objective.device
-    if objective.matched.is_lm_head:
-        prompts = [prepared.task.format_prompt(t) for t in texts]
-        labels = torch.full((len(prompts),), prepared.label_tokens[label], dtype=torch.long, device=device)
-        batch = encode_prompts(prepared.tokenizer, prompts).to(device)
-        a, h = lm_head_example_factors(objective.model, batch, labels)
-        return float(objective.distance_from_factors(a, h))
-    # General path: equal-length texts are needed for an embeddings batch; score one by one and average.
-    ids = [torch.tensor(text_ids(prepared.tokenizer, t), device=device) for t in texts]
-    values = [objective.value(i[None]) for i in ids]
-    return sum(values) / len(values)
+    batch = encode_prompts(prepared.tokenizer, [prepared.task.format_prompt(t) for t in texts])
+    return objective.prompts_value(batch)
 
 
 def _at_checkpoint(prepared: Prepared, c: int, k: int, heldout, others, sampled, mine) -> dict:
@@ -103,8 +93,8 @@ def _at_checkpoint(prepared: Prepared, c: int, k: int, heldout, others, sampled,
     names = prepared.task.label_names
     with checkpoint.active():
         return {
-            "heldout_same_class": texts_distance(prepared, objective, c, heldout) if heldout else None,
-            "other_classes": texts_distance(prepared, objective, c, others) if others else None,
+            "heldout_same_class": texts_distance(prepared, objective, heldout) if heldout else None,
+            "other_classes": texts_distance(prepared, objective, others) if others else None,
             "model_sampled": objective.value(sampled),
             "gradmm_final": sum(objective.value(torch.tensor(r.token_ids)) for r in mine) / len(mine),
             "gradmm_final_to_other_targets": {

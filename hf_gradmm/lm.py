@@ -156,14 +156,21 @@ def label_word_logprobs(
     if demonstrations:
         start = tokenizer(fewshot_prefix(task, demonstrations), add_special_tokens=True, return_tensors="pt")
         prefix = model(input_ids=start["input_ids"].to(model.device), use_cache=True).cache
-    for first in range(0, len(texts), batch_size):
-        prompts = [task.format_prompt(t) for t in texts[first : first + batch_size]]
+    # Batches of similar length: padding to a batch's longest prompt is most of the work otherwise.
+    prompts = [task.format_prompt(t) for t in texts]
+    order = sorted(range(len(prompts)), key=lambda i: len(tokenizer(prompts[i])["input_ids"]))
+    for first in range(0, len(order), batch_size):
+        chunk = [prompts[i] for i in order[first : first + batch_size]]
         if demonstrations:
-            rows.append(_after_prefix(model, tokenizer, prefix, prompts)[:, token_ids].float())
+            rows.append(_after_prefix(model, tokenizer, prefix, chunk)[:, token_ids].float())
         else:
-            batch = encode_prompts(tokenizer, prompts).to(model.device)
+            batch = encode_prompts(tokenizer, chunk).to(model.device)
             rows.append(model(**batch, logits_to_keep=1).logits[:, -1, token_ids].float())
-    out = torch.log_softmax(torch.cat(rows), dim=-1).cpu() if rows else torch.empty(0, task.num_labels)
+    if rows:
+        sorted_rows = torch.cat(rows)
+        unsorted = torch.empty_like(sorted_rows)
+        unsorted[torch.tensor(order)] = sorted_rows
+    out = torch.log_softmax(unsorted, dim=-1).cpu() if rows else torch.empty(0, task.num_labels)
     if calibrate and len(out):
         bias = label_word_logprobs(model, tokenizer, task, list(CONTENT_FREE), demonstrations).mean(0)
         out = torch.log_softmax(out - bias, dim=-1)

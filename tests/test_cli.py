@@ -129,11 +129,13 @@ def test_runtime_fields_are_the_last_section_of_the_config():
     are left out of the resume fingerprint."""
     from dataclasses import fields
 
-    from hf_gradmm.config import RUNTIME_FIELDS, GradMatchConfig
+    from hf_gradmm.config import LATER_DEFAULTS, RUNTIME_FIELDS, GradMatchConfig
 
     names = [f.name for f in fields(GradMatchConfig)]
     assert tuple(names[names.index("output_dir") :]) == RUNTIME_FIELDS
-    assert set(GradMatchConfig().fingerprint()) == set(names) - set(RUNTIME_FIELDS) - {"schedule"}
+    later = set(LATER_DEFAULTS)  # left out at their default only, so folders made before them resume
+    assert set(GradMatchConfig().fingerprint()) == set(names) - set(RUNTIME_FIELDS) - {"schedule"} - later
+    assert GradMatchConfig(target_control="swapped").fingerprint()["target_control"] == "swapped"
 
 
 def test_schedule_presets_set_the_steps_and_flags_override_them(capsys):

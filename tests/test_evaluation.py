@@ -77,10 +77,12 @@ def test_harness_touches_the_test_split_once_per_run(
     monkeypatch.setattr(harness, "label_word_logprobs", spy_scoring)
     monkeypatch.setattr(harness, "finetune", spy_finetune)
     args = EvaluateArguments(
-        synthetic=f"gradmm={path}",
+        synthetic=f"gradmm={path}+{path}",  # two syntheses (here the same folder twice): two training sets
         models="tiny",
         generator="tiny",
+        judge="tiny",
         budget=2,
+        draws=2,
         seeds=2,
         pool_size=6,
         llm_length=6,
@@ -90,19 +92,74 @@ def test_harness_touches_the_test_split_once_per_run(
         task, args, FinetuneConfig(**TINY_RECIPE), models={"tiny": (tiny_llama, smollm2_tokenizer)}
     )
     runs = results["runs"]
-    assert len(runs) == 1 + 2 * 7  # zero-shot once; 7 methods x 2 seeds
+    assert len(runs) == 1 + 2 * 2 * 6 + 2  # zero-shot once; 6 methods x 2 sets x 2 seeds; real_pool 1 set x 2
     test_texts = harness.split_sample(data["test"], 10, seed=1)[0]
     assert sum(texts == test_texts for texts in scored) == len(runs)
     assert all(set(test_texts).isdisjoint(train) and set(test_texts).isdisjoint(dev) for train, dev in tuned_on)
-    assert len(tuned_on) == 2 * 6  # the six training methods
+    assert len(tuned_on) == 2 * 2 * 5 + 2  # the training methods (few-shot trains nothing)
     assert {r["method"] for r in runs} == set(harness.ALL_METHODS)
     budgets = {r["method"]: r.get("examples") for r in runs}
     assert budgets["random"] == budgets["herding"] == budgets["kcenter"] == budgets["llm"] == 4
     assert budgets["real_pool"] == 100 and budgets["gradmm"] == 4
     assert set(results["summary"]) == set(harness.ALL_METHODS)
-    assert (tmp_path / "results.md").read_text().startswith("| method |")
+    assert results["summary"]["random"]["tiny"] | {"mean": 0, "std": 0} == {
+        "mean": 0,
+        "std": 0,
+        "n": 4,
+        "sets": 2,
+        "seeds": 2,
+    }
+    # every run's correct-answers string matches its accuracy, and its training set is on disk
+    for run in runs:
+        assert len(run["correct"]) == 10 and run["correct"].count("1") / 10 == run["test_accuracy"]
+    random_sets = {r["set"]: r["training_file"] for r in runs if r["method"] == "random"}
+    assert random_sets == {0: "results_training/random/set0.jsonl", 1: "results_training/random/set1.jsonl"}
+    saved = [json.loads(line) for line in (tmp_path / random_sets[1]).read_text().splitlines()]
+    assert [(r["text"], r["label"]) for r in saved] == list(zip(*baselines_random(data, task, 2, 1)))
+    # paired differences against both default references, for every other method
+    assert set(results["paired"]) == {"random", "llm"}
+    assert set(results["paired"]["random"]) == set(harness.ALL_METHODS) - {"random"}
+    assert results["paired"]["llm"]["random"]["tiny"]["runs"] == 4
+    read = results["readability"]
+    assert set(read) == set(harness.ALL_METHODS) - {"zero_shot"} | {"real test texts"}
+    assert {m for m, r in read.items() if "examples" in r} == {"llm", "gradmm"}  # no real text is quoted
+    assert len(read["llm"]["examples"]) == 8 and len(read["gradmm"]["examples"]) == 8  # 2 sets of 4
+    assert read["random"]["nll_judge"] == pytest.approx(read["random"]["nll_generator"])  # judge = generator here
+    table = (tmp_path / "results.md").read_text()
+    assert table.startswith("| method |") and "Paired difference to `random`" in table
+    assert "Ten texts of `llm`" in table and "distinct-2" in table
     assert (tmp_path / "results.png").stat().st_size > 1000
     assert json.loads((tmp_path / "results.json").read_text())["budget_per_class"] == 2
+    # an evaluation run in pieces merges into the same table and paired intervals
+    whole = json.loads((tmp_path / "results.json").read_text())
+    for name, keep in (("a", lambda r: r["method"] == "random"), ("b", lambda r: r["method"] != "random")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**whole, "runs": [r for r in whole["runs"] if keep(r)]}))
+    merged = run_evaluation(
+        task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}", output=str(tmp_path / "m.json")),
+        FinetuneConfig(**TINY_RECIPE),
+    )  # fmt: skip
+    assert merged["summary"] == results["summary"] and merged["paired"] == results["paired"]
+    (tmp_path / "c.json").write_text(json.dumps({**whole, "recipe": {**whole["recipe"], "max_steps": 9}}))
+    with pytest.raises(ValueError, match="another recipe"):
+        run_evaluation(task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}"), FinetuneConfig())
+    # any row can be rerun from its saved training set: same set, same seed, same test answers
+    original = next(r for r in runs if r["method"] == "llm" and r["set"] == 1 and r["seed"] == 0)
+    again = run_evaluation(
+        task,
+        EvaluateArguments(
+            synthetic=f"rerun={tmp_path / original['training_file']}", methods="gradmm", models="tiny",
+            generator="tiny", budget=2, seeds=1, output=str(tmp_path / "again.json"),
+        ),
+        FinetuneConfig(**TINY_RECIPE),
+        models={"tiny": (tiny_llama, smollm2_tokenizer)},
+    )  # fmt: skip
+    assert again["runs"][0]["correct"] == original["correct"]
+
+
+def baselines_random(data, task, per_class, seed):
+    from hf_gradmm.evaluation.baselines import random_real
+
+    return random_real(data["train"], task, per_class, seed)
 
 
 def test_transfer_callback_scores_the_synthesis_at_the_end(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):
@@ -143,3 +200,11 @@ def test_real_model_fine_tuning_on_real_examples_beats_zero_shot(smollm2, rotten
     after = harness.test_accuracy(tuned, tok, task, test)
     assert [step for step, _ in history] == [10, 20] and best_step == max(history, key=lambda h: h[1])[0]
     assert after > zero + 0.05, (zero, after, history)
+
+
+def test_readability_statistics():
+    from hf_gradmm.evaluation.readability import distinct_2, repetition
+
+    assert distinct_2(["a b c", "a b d"]) == 3 / 4  # bigrams ab, bc, ab, bd
+    r = repetition(["I embellish embellish embellish it.", "A fine film."])
+    assert (r["longest_repeat_max"], r["longest_repeat_mean"]) == (3, 2)

@@ -118,3 +118,44 @@ def test_model_without_output_projection_is_refused(tiny_llama):
 
     with pytest.raises(ValueError, match="no linear output projection"):
         output_projection(tiny_llama.model)
+
+
+@pytest.mark.parametrize("spec", ["lm_head", r"model\.layers\.1\.mlp\."])
+def test_prompts_value_of_a_padded_batch_is_the_distance_of_its_mean_gradient(tiny_llama, smollm2_tokenizer, spec):
+    """Real texts of different lengths, left-padded in one batch: their distance is that of the mean
+    of each text's own gradient (computed unpadded, one at a time), for the closed form and for a block."""
+    from hf_gradmm.engine.gradients import model_state_kept, prepare_matched
+
+    model, tok = tiny_llama, smollm2_tokenizer
+    with model_state_kept(model):  # the shared tiny model goes back as it came (flags, attention)
+        _check_prompts_value(model, tok, prepare_matched(model, spec), spec)
+
+
+def _check_prompts_value(model, tok, matched, spec):
+    from hf_gradmm.engine.gradients import ClassTarget
+    from hf_gradmm.engine.objective import MatchingObjective
+
+    label = tok(" good", add_special_tokens=False)["input_ids"][0]
+    torch.manual_seed(3)
+    target = ClassTarget([torch.randn_like(p) for p in matched.parameters()], count=1)
+    empty = torch.zeros(0, dtype=torch.long)
+    objective = MatchingObjective(model, matched, target, label, empty, empty, "cos")
+    batch = encode_prompts(tok, PROMPTS[:3])
+    assert batch["attention_mask"].float().mean() < 1  # the lengths differ: some rows are padded
+    grads = []
+    for prompt in PROMPTS[:3]:
+        ids = tok(prompt, return_tensors="pt")["input_ids"]
+        with torch.enable_grad():
+            logits = model(input_ids=ids, use_cache=False).logits[:, -1, :].float()
+            loss = F.cross_entropy(logits, torch.tensor([label]))
+            params = matched.parameters() if spec != "lm_head" else [model.lm_head.weight]
+            if spec == "lm_head":  # the output projection's own use only (embeddings are tied)
+                a, h = lm_head_example_factors(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                                               torch.tensor([label]))  # fmt: skip
+                grads.append([a.T @ h])
+                continue
+            grads.append(list(torch.autograd.grad(loss, params)))
+    mean = [torch.stack(parts).mean(0) for parts in zip(*grads)]
+    assert objective.prompts_value(batch) == pytest.approx(
+        float(flat_distance(mean, objective.targets, "cos")), abs=1e-5
+    )

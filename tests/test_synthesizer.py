@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from datasets import load_from_disk
 from transformers import TrainerCallback
 
@@ -265,3 +266,32 @@ def test_stages_are_recorded_only_when_asked(tiny_llama, smollm2_tokenizer, rott
     expected = {"targets", "init", "projection", "beam_choice", "z_distance", "x_step", "record", "io", "calibration"}
     assert expected | {"refine_scoring", "refine_candidates", "refine_accept"} <= set(seconds)
     assert all(v >= 0 for v in seconds.values())
+
+
+def test_control_runs_match_another_target(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):
+    """target_control: 'swapped' gives each class the next class's real target (its own label word
+    kept); 'random' a random direction with the norm of its own target; the card says it is a control."""
+    from hf_gradmm.dataset import BuilderConfig, SyntheticDatasetBuilder
+
+    data, _ = rotten_tomatoes
+    made = {}
+    for control in ("off", "swapped", "random"):
+        args = GradMatchConfig(output_dir=str(tmp_path / control), **{**TINY, "target_control": control})
+        synth = GradMatchSynthesizer(tiny_llama, args, train_dataset=data["train"], processing_class=smollm2_tokenizer)
+        synth.train()
+        made[control] = {c: synth.prepared.objectives[c] for c in (0, 1)}
+    real, swapped, random_ = made["off"], made["swapped"], made["random"]
+    for c in (0, 1):
+        assert torch.equal(swapped[c].targets[0], real[1 - c].targets[0])
+        assert swapped[c].label_token == real[c].label_token
+        assert float(random_[c].target_norm) == pytest.approx(float(real[c].target_norm), rel=1e-4)
+        cosine = F.cosine_similarity(random_[c].targets[0].flatten(), real[c].targets[0].flatten(), dim=0)
+        assert abs(float(cosine)) < 0.05
+    for control in ("swapped", "off"):
+        builder = SyntheticDatasetBuilder(
+            str(tmp_path / control), BuilderConfig(label_filter="off"), model=tiny_llama,
+            processing_class=smollm2_tokenizer,
+        )  # fmt: skip
+        card = (builder.save(tmp_path / f"built_{control}") / "README.md").read_text()
+        assert ("A control run, not training data" in card) == (control == "swapped")
+    assert "the next class's target" in (tmp_path / "built_swapped" / "README.md").read_text()

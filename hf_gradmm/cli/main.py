@@ -15,7 +15,7 @@ from trl import TrlParser
 from hf_gradmm.arguments import ModelArguments, TaskArguments
 from hf_gradmm.bench import BenchArguments
 from hf_gradmm.cli.dataset import PushArguments, SourceArguments, build, push
-from hf_gradmm.cli.evaluate import audit, evaluate
+from hf_gradmm.cli.evaluate import audit, evaluate, study
 from hf_gradmm.cli.info import InfoArguments, PreviewArguments, info, preview
 from hf_gradmm.cli.synthesize import bench, synthesize
 from hf_gradmm.config import GradMatchConfig
@@ -23,6 +23,7 @@ from hf_gradmm.dataset import BuilderConfig
 from hf_gradmm.distributed import launch
 from hf_gradmm.evaluation import EvaluateArguments, FinetuneConfig
 from hf_gradmm.evaluation.audit import AuditArguments
+from hf_gradmm.evaluation.study import StudyArguments
 from hf_gradmm.version import __version__
 
 
@@ -40,7 +41,8 @@ commands:
   bench round time one whole round, seconds per stage (projection, x-steps, refinement, ...)
   build       filter, score and package a synthesis output (dataset, card, exports)
   push        push a built dataset, its card and config to the Hub (builds a synthesis output first)
-  evaluate    fine-tune target models on GRADMM data and on baselines at equal budget; one table
+  evaluate    fine-tune target models on GRADMM data and on baselines at equal budget; paired intervals
+  study       which distance to the class targets predicts how well the evaluated training sets trained?
   audit       membership inference: can a model fine-tuned on the data tell the real target examples apart?
 
 Run 'hf-gradmm <command> --help' for a command's options."""
@@ -56,11 +58,12 @@ def command_arguments(command: str) -> list[type]:
         "build": [SourceArguments, BuilderConfig],
         "push": [SourceArguments, PushArguments, BuilderConfig],
         "evaluate": [TaskArguments, EvaluateArguments, FinetuneConfig],
+        "study": [StudyArguments],
         "audit": [AuditArguments, FinetuneConfig],
     }[command]
 
 
-COMMANDS = ("info", "preview", "synthesize", "bench", "build", "push", "evaluate", "audit")
+COMMANDS = ("info", "preview", "synthesize", "bench", "build", "push", "evaluate", "study", "audit")
 HANDLERS = {
     "info": lambda args: info(json_output=args.json),
     "preview": preview,
@@ -69,6 +72,7 @@ HANDLERS = {
     "build": build,
     "push": push,
     "evaluate": evaluate,
+    "study": study,
     "audit": audit,
 }
 POSITIONAL = {"bench": "--what", "build": "--path", "push": "--path"}  # first bare argument -> this flag

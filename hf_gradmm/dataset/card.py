@@ -87,6 +87,15 @@ def _about(report: dict, config: dict, task: TaskSpec, dataset: DatasetDict) -> 
             "not a privacy guarantee. The memorisation statistics below measure verbatim overlap only."
         ),
     ]
+    control = synth.get("target_control", "off")
+    if control != "off":
+        what = {"swapped": "the next class's target", "random": "a random direction of the same norm"}[control]
+        lines.insert(
+            4,
+            f"**A control run, not training data:** each class's texts were matched to {what}, not to their "
+            "own class's target (`target_control: " + control + "`), to test whether the target is what makes "
+            "texts train. Do not use it as a dataset of the task.\n",
+        )
     checkpoints = (report["synthesis"].get("target_checkpoints") or {}).get("checkpoints") or []
     if any(c["name"] != "theta0" for c in checkpoints):
         lines.append(

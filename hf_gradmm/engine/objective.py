@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hf_gradmm.engine.gradients import ClassTarget, MatchedModules, last_hidden, output_factors
+from hf_gradmm.engine.gradients import (
+    ClassTarget,
+    MatchedModules,
+    last_hidden,
+    lm_head_example_factors,
+    output_factors,
+)
 from hf_gradmm.engine.rows import Rows, first_change, swapped_values
 from hf_gradmm.engine.suffix import hidden_and_cache, suffix_hidden, suffix_matches
 from hf_gradmm.lm import text_ids
@@ -180,6 +186,21 @@ class MatchingObjective:
         f, _ = self.distance(x, need_grad=True)
         (grad,) = torch.autograd.grad(f, x)
         return float(f.detach()), grad
+
+    def prompts_value(self, batch: dict[str, Tensor]) -> float:
+        """Distance of a batch of tokenised prompts of any lengths (left-padded ``input_ids`` and
+        ``attention_mask``, :func:`hf_gradmm.lm.encode_prompts`): real texts, held-out or chosen."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        labels = self._labels(len(batch["input_ids"]))
+        if self.matched.is_lm_head:
+            a, h = lm_head_example_factors(self.model, batch, labels)
+            return float(self.distance_from_factors(a.detach(), h.detach()))
+        with torch.enable_grad():  # the mean gradient of the batch, as the class target is a mean
+            logits = self.model(**batch, logits_to_keep=1, use_cache=False).logits[:, -1, :].float()
+            grads = torch.autograd.grad(F.cross_entropy(logits, labels), self.matched.parameters())
+        if self.offsets:
+            grads = [g - o for g, o in zip(grads, self.offsets)]
+        return float(flat_distance(grads, self.targets, self.kind))
 
     def per_text(self, ids: Tensor) -> list[float]:
         """Each text's own distance to the target (a batch of one)."""

@@ -15,7 +15,6 @@ members.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
@@ -26,6 +25,7 @@ from hf_gradmm.dataset.memorisation import memorisation_report
 from hf_gradmm.distributed import device
 from hf_gradmm.evaluation.baselines import gradmm_texts
 from hf_gradmm.evaluation.harness import split_sample, synthetic_dirs
+from hf_gradmm.evaluation.report import write_json_and_table
 from hf_gradmm.finetune import FinetuneConfig, finetune
 from hf_gradmm.lm import label_word_logprobs
 from hf_gradmm.models import load_model_and_tokenizer
@@ -96,9 +96,16 @@ def members_and_nonmembers(synthesis_dir: Path, data, task) -> tuple[tuple[list,
 
 def run_audit(args: AuditArguments, recipe: FinetuneConfig, loaded: tuple | None = None) -> dict:
     """Fine-tune on every source, attack, write ``args.output`` (+ .md); returns the results."""
-    synthetic = synthetic_dirs(args.synthetic)
-    if not synthetic:
+    several = synthetic_dirs(args.synthetic)
+    if not several:
         raise ValueError("Give the synthesis output(s) to audit: --synthetic DIR or name=DIR,name2=DIR2.")
+    joined = [name for name, paths in several.items() if len(paths) != 1]
+    if joined:
+        raise ValueError(
+            f"The audit attacks one synthesis per row; {joined} join several with '+'. Give each its own "
+            "name: --synthetic a=DIR1,b=DIR2."
+        )
+    synthetic = {name: paths[0] for name, paths in several.items()}
     first = next(iter(synthetic.values()))
     _, config, metrics = read_synthesis_dir(first)
     data, task = load_task(config.to_task())
@@ -138,10 +145,7 @@ def run_audit(args: AuditArguments, recipe: FinetuneConfig, loaded: tuple | None
         "generator": metrics.get("generator"),
         "rows": rows,
     }
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    out.with_suffix(".md").write_text(audit_table(results))
+    write_json_and_table(results, Path(args.output), audit_table(results))
     return results
 
 

@@ -15,11 +15,12 @@ examples per class in the prompt instead).
 - ``real_pool``: the real examples whose gradients made the GRADMM targets (its budget is
   ``target_examples`` per class, not N: a reference, not a competitor at equal budget).
 - ``gradmm``: the synthesis output (the built dataset when there is one), best N per class
-  by score (or matching distance).
+  by score (or matching distance); or a training-set file an evaluation saved (rerun a row).
 """
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -122,8 +123,11 @@ def llm_generated(
 
 
 def gradmm_texts(folder: str | Path, task: TaskSpec, per_class: int) -> tuple[list[str], list[int]]:
-    """The best ``per_class`` texts per class of a synthesis output (its built dataset if any)."""
+    """The best ``per_class`` texts per class of a synthesis output (its built dataset if any), or
+    the first ``per_class`` per class of a training-set file (.jsonl) an evaluation saved."""
     folder = Path(folder)
+    if folder.is_file():
+        return _training_file(folder, task, per_class)
     built = folder / "dataset" / "data"
     if built.is_dir():
         rows, key = load_from_disk(str(built))["train"], "score"
@@ -138,5 +142,24 @@ def gradmm_texts(folder: str | Path, task: TaskSpec, per_class: int) -> tuple[li
     for c in range(task.num_labels):
         mine = sorted((r for r in rows if r["label"] == c), key=lambda r: r[key])[:per_class]
         texts += [r["text"] for r in mine]
+        labels += [c] * len(mine)
+    return texts, labels
+
+
+def _training_file(path: Path, task: TaskSpec, per_class: int) -> tuple[list[str], list[int]]:
+    """A .jsonl of {"text", "label"} lines (labels as class indices of ``task``)."""
+    if path.suffix != ".jsonl":
+        raise ValueError(f"{path} is a file but not a training-set .jsonl; give a synthesis folder or a .jsonl file.")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    bad = [r for r in rows if not {"text", "label"} <= set(r) or r["label"] not in range(task.num_labels)]
+    if bad:
+        raise ValueError(
+            f"{path}: {len(bad)} line(s) without a text and a label in 0..{task.num_labels - 1} "
+            f"(first: {str(bad[0])[:80]})."
+        )
+    texts, labels = [], []
+    for c in range(task.num_labels):
+        mine = [r["text"] for r in rows if r["label"] == c][:per_class]
+        texts += mine
         labels += [c] * len(mine)
     return texts, labels

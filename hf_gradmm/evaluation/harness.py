@@ -1,11 +1,12 @@
 """``hf-gradmm evaluate``: does the synthetic data train models, against the usual substitutes?
 
-For every target model, method and seed: build the method's training set at the budget (N
-examples per class), fine-tune with the shared recipe (checkpoint chosen on a real dev
-split), then score the real test split once. Prompt-only methods (zero-shot, few-shot) train
-nothing and are scored on the same test split. The table holds mean and std of test
-accuracy per method and model, and the mean NLL of each method's training texts under the
-generator beside that of real test texts.
+For every target model and method: build the method's training sets at the budget (N examples
+per class; ``draws`` seeded sets of a sampled method, one per synthesis for GRADMM), fine-tune
+each with every fine-tuning seed using the shared recipe (checkpoint chosen on a real dev split),
+then score the real test split once per run. Prompt-only methods (zero-shot, few-shot) train
+nothing and are scored on the same test split. Every run keeps which test examples it got right,
+so each method can be compared with a reference method pair by pair (paired.py). Every training
+set is saved beside the results, so any run can be inspected and rerun.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from tqdm.auto import tqdm
 from hf_gradmm.config import GradMatchConfig
 from hf_gradmm.distributed import device
 from hf_gradmm.evaluation import baselines
+from hf_gradmm.evaluation.paired import correct_array, paired_difference
+from hf_gradmm.evaluation.readability import repetition, sample_texts
+from hf_gradmm.evaluation.report import write_outputs
 from hf_gradmm.finetune import FinetuneConfig, finetune
 from hf_gradmm.lm import label_word_logprobs, mean_text_nll, text_ids
 from hf_gradmm.models import load_model_and_tokenizer
@@ -30,6 +34,8 @@ from hf_gradmm.rundir import read_synthesis_dir
 from hf_gradmm.targets.pool import real_pool
 from hf_gradmm.tasks import TaskSpec, load_task
 
+# Methods whose training texts are the task's real examples: results never quote them.
+REAL_DATA_METHODS = ("random", "few_shot", "herding", "kcenter", "real_pool")
 ALL_METHODS = ("zero_shot", "few_shot", "random", "herding", "kcenter", "llm", "real_pool", "gradmm")
 
 
@@ -40,8 +46,10 @@ class EvaluateArguments:
     synthetic: str | None = field(
         default=None,
         metadata={
-            "help": "GRADMM synthesis output(s): DIR, or name=DIR pairs separated by commas (e.g. "
-            "'gradmm=out/rt,gradmm_centering=out/rt_c'); each is a method row."
+            "help": "GRADMM syntheses, each a method row: DIR, or name=DIR pairs separated by commas (e.g. "
+            "'gradmm=out/rt,gradmm_centering=out/rt_c'). Several syntheses of one method are joined with '+' "
+            "('gradmm=out/s42+out/s7+out/s1'): each is one training set, fine-tuned with every seed. A DIR may "
+            "also be a training-set file saved by an earlier evaluation (.jsonl), to rerun that row."
         },
     )
     models: str = field(default="smollm2-135m", metadata={"help": "Target models, comma-separated (names or ids)."})
@@ -54,10 +62,51 @@ class EvaluateArguments:
     )
     methods: str = field(default=",".join(ALL_METHODS), metadata={"help": f"Comma-separated, from {ALL_METHODS}."})
     budget: int = field(default=10, metadata={"help": "Training examples per class for every method."})
-    seeds: int = field(default=3, metadata={"help": "Seeds per method and model (data draw and fine-tuning)."})
+    draws: int = field(
+        default=3,
+        metadata={
+            "help": "Training sets per sampled method (random, few_shot, herding, kcenter, llm), set k drawn "
+            "with seed k: the counterpart of several syntheses. real_pool has one set."
+        },
+    )
+    seeds: int = field(
+        default=3, metadata={"help": "Fine-tuning seeds per training set (seed s is the same for every method)."}
+    )
+    reference: str = field(
+        default="random,llm",
+        metadata={
+            "help": "Methods every other method is compared with, pair by pair (same test examples, same "
+            "fine-tuning seeds): mean difference and its bootstrap interval (level 0.95). Those not run are skipped."
+        },
+    )
+    bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples of each paired interval."})
+    judge: str | None = field(
+        default=None,
+        metadata={
+            "help": "A second model (name or id) under which each method's texts get an NLL beside the generator's: "
+            "one that did not write them (e.g. gemma3-270m for SmolLM2 texts). Default: none."
+        },
+    )
     pool_size: int = field(default=200, metadata={"help": "Real examples per class the coresets choose from."})
     llm_length: int = field(default=0, metadata={"help": "Tokens per LLM-generated text; 0: the synthesis's length."})
-    output: str = field(default="results.json", metadata={"help": "Results JSON; .md table and .png figure beside."})
+    merge: str | None = field(
+        default=None,
+        metadata={
+            "help": "Combine earlier results files (comma-separated; the same task, recipe and test split) into one "
+            "table with paired intervals, instead of running anything: an evaluation run in pieces."
+        },
+    )
+    output: str = field(
+        default="results.json",
+        metadata={"help": "Results JSON; .md table and .png figure beside, training sets in <stem>_training/."},
+    )
+
+    def __post_init__(self) -> None:
+        if min(self.budget, self.draws, self.seeds, self.bootstrap) < 1:
+            raise ValueError(
+                f"budget, draws, seeds and bootstrap must be >= 1 (got {self.budget}, {self.draws}, "
+                f"{self.seeds}, {self.bootstrap})."
+            )
 
 
 def split_sample(dataset, n: int, seed: int) -> tuple[list[str], list[int]]:
@@ -69,50 +118,63 @@ def split_sample(dataset, n: int, seed: int) -> tuple[list[str], list[int]]:
     return [dataset[i]["text"] for i in idx], [dataset[i]["label"] for i in idx]
 
 
-def test_accuracy(model, tokenizer, task: TaskSpec, test: tuple[list[str], list[int]], demonstrations=()) -> float:
-    """The one read of the test split per run."""
+def test_correct(model, tokenizer, task: TaskSpec, test: tuple[list[str], list[int]], demonstrations=()) -> list[int]:
+    """The one read of the test split per run: 1 for each test example the model gets right."""
     preds = label_word_logprobs(model, tokenizer, task, test[0], demonstrations, batch_size=32).argmax(-1).tolist()
-    return sum(int(p == y) for p, y in zip(preds, test[1])) / len(test[1])
+    return [int(p == y) for p, y in zip(preds, test[1])]
 
 
-def synthetic_dirs(spec: str | None) -> dict[str, Path]:
-    """``--synthetic``: ``DIR`` or ``name=DIR`` pairs separated by commas -> {name: folder}."""
+def test_accuracy(model, tokenizer, task: TaskSpec, test: tuple[list[str], list[int]], demonstrations=()) -> float:
+    """Accuracy on the test split (one read)."""
+    correct = test_correct(model, tokenizer, task, test, demonstrations)
+    return sum(correct) / len(correct)
+
+
+def synthetic_dirs(spec: str | None) -> dict[str, list[Path]]:
+    """``--synthetic``: ``DIR`` or ``name=DIR`` pairs separated by commas, several syntheses of one
+    method joined with '+' -> {name: [folder, ...]}."""
     out = {}
     for i, part in enumerate(p.strip() for p in (spec or "").split(",") if p.strip()):
-        name, _, path = part.rpartition("=")
-        out[name or ("gradmm" if i == 0 else f"gradmm_{i}")] = Path(path)
+        name, _, paths = part.rpartition("=")
+        out[name or ("gradmm" if i == 0 else f"gradmm_{i}")] = [Path(p.strip()) for p in paths.split("+") if p.strip()]
     return out
 
 
 @dataclass
 class _TrainingSets:
-    """Builds each method's training set at the budget (seeded per run)."""
+    """Builds each method's training set ``k`` at the budget."""
 
     data: Any
     task: TaskSpec
     args: EvaluateArguments
     generator: tuple  # (model, tokenizer) of the generator: coresets' embeddings, LLM texts, NLLs
     synth_config: GradMatchConfig
-    synthetic: dict[str, Path]
+    synthetic: dict[str, list[Path]]
     length: int  # tokens per LLM-generated text
 
-    def __call__(self, method: str, seed: int) -> tuple[list[str], list[int]]:
+    def count(self, method: str) -> int:
+        """How many training sets the method has (0: it trains on nothing)."""
+        if method == "zero_shot":
+            return 0
+        if method == "real_pool":
+            return 1
+        return len(self.synthetic[method]) if method in self.synthetic else self.args.draws
+
+    def __call__(self, method: str, k: int) -> tuple[list[str], list[int]]:
         data, task, budget = self.data, self.task, self.args.budget
         model, tok = self.generator
         if method == "random" or method == "few_shot":
-            return baselines.random_real(data["train"], task, budget, seed)
+            return baselines.random_real(data["train"], task, budget, k)
         if method in ("herding", "kcenter"):
-            return baselines.coreset(method, model, tok, data["train"], task, budget, seed, self.args.pool_size)
+            return baselines.coreset(method, model, tok, data["train"], task, budget, k, self.args.pool_size)
         if method == "llm":
             prefix = self.synth_config.projection_prefix or None  # None: the default class-naming prefix
-            return baselines.llm_generated(model, tok, task, budget, seed, self.length, prefix)
+            return baselines.llm_generated(model, tok, task, budget, k, self.length, prefix)
         if method == "real_pool":
             config = self.synth_config
             pool = real_pool(data["train"], task, config.target_examples, 0, config.seed)
             return [t for c in pool for t in pool[c]["target"]], [c for c in pool for _ in pool[c]["target"]]
-        if method in self.synthetic:
-            return baselines.gradmm_texts(self.synthetic[method], task, budget)
-        return [], []  # zero_shot
+        return baselines.gradmm_texts(self.synthetic[method][k], task, budget)
 
 
 def _method_rows(args: EvaluateArguments) -> tuple[list[str], dict[str, Path]]:
@@ -124,33 +186,54 @@ def _method_rows(args: EvaluateArguments) -> tuple[list[str], dict[str, Path]]:
     synthetic = synthetic_dirs(args.synthetic)
     if "gradmm" in methods and not synthetic:
         raise ValueError("Method 'gradmm' needs --synthetic DIR (a synthesize output folder).")
-    for path in synthetic.values():
-        if not path.exists():
-            raise ValueError(f"Synthetic folder {path} does not exist.")
+    for name, paths in synthetic.items():
+        if not paths:
+            raise ValueError(f"--synthetic {name}= names no folder; give {name}=DIR (or DIR1+DIR2+...).")
+        for path in paths:
+            if not path.exists():
+                raise ValueError(f"Synthetic folder {path} (method {name!r}) does not exist.")
     return [m for m in methods if m != "gradmm"] + (list(synthetic) if "gradmm" in methods else []), synthetic
 
 
-def _one_run(model, tok, task, method: str, seed: int, training: tuple, dev, test, recipe) -> dict:
+def _one_run(model, tok, task, method: str, seed: int, training: tuple | None, dev, test, recipe) -> dict:
     """Train (or prompt) with one method's set and read the test split once."""
-    run = {"method": method, "seed": seed}
+    run: dict[str, Any] = {"method": method, "seed": seed}
     if method == "zero_shot":
-        run["test_accuracy"] = test_accuracy(model, tok, task, test)
+        correct = test_correct(model, tok, task, test)
     elif method == "few_shot":
         demos = list(zip(*training))
         random.Random(seed).shuffle(demos)
-        run.update(examples=len(training[0]), test_accuracy=test_accuracy(model, tok, task, test, demos))
+        run["examples"] = len(training[0])
+        correct = test_correct(model, tok, task, test, demos)
     else:
         tuned, history, best_step = finetune(model, tok, task, *training, dev, recipe, seed)
         run.update(examples=len(training[0]), dev_history=history, best_step=best_step)
-        run["test_accuracy"] = test_accuracy(tuned, tok, task, test)
+        correct = test_correct(tuned, tok, task, test)
+    run["test_accuracy"] = sum(correct) / len(correct)
+    run["correct"] = "".join(map(str, correct))  # per test example, for the paired comparison
     return run
 
 
+def save_training_sets(sets: dict[tuple[str, int], tuple], folder: Path) -> dict[tuple[str, int], str]:
+    """Each training set as ``folder/<method>/set<k>.jsonl`` (text, label per line); returns the
+    paths relative to the folder's parent (where results.json is)."""
+    paths = {}
+    for (method, k), (texts, labels) in sets.items():
+        path = folder / method / f"set{k}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)))
+        paths[(method, k)] = str(path.relative_to(folder.parent))
+    return paths
+
+
 def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConfig, models: dict | None = None) -> dict:
-    """Run every (model, method, seed); returns the results dict (also written to ``args.output``).
+    """Run every (model, method, training set, seed); returns the results dict (also written to
+    ``args.output``, with the training sets in ``<stem>_training/``).
 
     ``models`` maps names to already loaded ``(model, tokenizer)`` pairs (the rest are loaded).
     """
+    if args.merge:
+        return merge_results([Path(p.strip()) for p in args.merge.split(",") if p.strip()], args)
     data, task = load_task(task)
     rows, synthetic = _method_rows(args)
     loaded = dict(models or {})
@@ -160,7 +243,7 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
             loaded[name] = load_model_and_tokenizer(name, device=device())
         return loaded[name]
 
-    first_dir = next(iter(synthetic.values()), None)
+    first_dir = next((p for paths in synthetic.values() for p in paths if p.is_dir()), None)
     synth_config, synth_metrics = GradMatchConfig(), {}
     if first_dir is not None:
         _, synth_config, synth_metrics = read_synthesis_dir(first_dir)
@@ -172,98 +255,143 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
     lengths = [len(text_ids(gen_tok, t)) for t in data["train"]["text"][:500]]
     length = args.llm_length or max(2, round(statistics.mean(lengths)))
     training_set = _TrainingSets(data, task, args, (gen_model, gen_tok), synth_config, synthetic, length)
-    sets = {(m, s): training_set(m, s) for m in rows for s in range(args.seeds) if m != "zero_shot"}
+    sets = {(m, k): training_set(m, k) for m in rows for k in range(training_set.count(m))}
+    output = Path(args.output)
+    files = save_training_sets(sets, output.with_name(output.stem + "_training"))
+    plan = [(m, k, s) for m in rows for k in range(training_set.count(m)) for s in range(args.seeds)]
+    plan += [("zero_shot", 0, 0)] * ("zero_shot" in rows)  # deterministic: once
+    plan.sort(key=lambda run: rows.index(run[0]))
     runs = []
-    per_model = sum(1 if m == "zero_shot" else args.seeds for m in rows)
-    bar = tqdm(total=len(model_names) * per_model, desc="evaluate", unit="run")
+    bar = tqdm(total=len(model_names) * len(plan), desc="evaluate", unit="run")
     for model_name in model_names:
         model, tok = get(model_name)
-        for method in rows:
-            for seed in range(1 if method == "zero_shot" else args.seeds):  # zero-shot is deterministic
-                bar.set_postfix(model=model_name, method=method, seed=seed, refresh=False)
-                start = time.perf_counter()
-                run = _one_run(model, tok, task, method, seed, sets.get((method, seed)), dev, test, recipe)
-                runs.append({"model": model_name, **run, "seconds": time.perf_counter() - start})
-                bar.update(1)
+        for method, k, seed in plan:
+            bar.set_postfix(model=model_name, method=method, set=k, seed=seed, refresh=False)
+            start = time.perf_counter()
+            run = _one_run(model, tok, task, method, seed, sets.get((method, k)), dev, test, recipe)
+            run.update(set=k, training_file=files.get((method, k)), seconds=time.perf_counter() - start)
+            runs.append({"model": model_name, **run})
+            bar.update(1)
     bar.close()
-    nll = {m: mean_text_nll(gen_model, gen_tok, sets[(m, 0)][0]) for m in rows if (m, 0) in sets}
-    nll["real test texts"] = mean_text_nll(gen_model, gen_tok, test[0][:200])
+    readability = _readability(rows, sets, test, (generator_name, gen_model, gen_tok), args.judge and get(args.judge))
     results = {
         "task": task.name,
         "num_labels": task.num_labels,
+        "label_names": list(task.label_names),
         "generator": generator_name,
+        "judge": args.judge,
         "budget_per_class": args.budget,
+        "draws": args.draws,
         "seeds": args.seeds,
         "dev_examples": len(dev[0]),
         "test_examples": len(test[0]),
         "recipe": asdict(recipe),
         "arguments": asdict(args),
-        "training_nll_under_generator": nll,
+        "training_nll_under_generator": {m: r["nll_generator"] for m, r in readability.items()},
+        "readability": readability,
         "summary": summarise(runs),
+        "paired": compare(runs, args.reference, args.bootstrap),
+        "runs": runs,
+    }
+    write_outputs(results, output)
+    return results
+
+
+def _readability(rows: list[str], sets: dict, test: tuple, generator: tuple, judge: tuple | None) -> dict:
+    """Per method (and for real test texts): NLL under the generator (and the judge), repetition,
+    distinct-2, and ten of its texts (not for real-data methods: a results file quotes no real text)."""
+    name, gen_model, gen_tok = generator
+    texts = {m: [t for (method, _), (ts, _) in sets.items() if method == m for t in ts] for m in rows}
+    labels = {m: [y for (method, _), (_, ys) in sets.items() if method == m for y in ys] for m in rows}
+    texts["real test texts"], labels["real test texts"] = test[0][:200], test[1][:200]
+    out = {}
+    for m, mine in texts.items():
+        if not mine:
+            continue
+        entry = {"nll_generator": mean_text_nll(gen_model, gen_tok, mine), **repetition(mine)}
+        if judge:
+            entry["nll_judge"] = mean_text_nll(judge[0], judge[1], mine)
+        if m not in REAL_DATA_METHODS and m != "real test texts":  # the task's own texts are not repeated
+            entry["examples"] = sample_texts(mine, labels[m])
+        out[m] = entry
+    return out
+
+
+def read_results(paths: list[Path]) -> list[dict]:
+    """Results files of ``hf-gradmm evaluate``, refusing a missing one or a mix of tasks, recipes or
+    test splits (their runs could not be compared pair by pair)."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ValueError(f"Results file(s) {missing} not found: run 'hf-gradmm evaluate --output FILE' first.")
+    out, key = [], None
+    for path in paths:
+        results = json.loads(path.read_text())
+        mine = (json.dumps(results["recipe"], sort_keys=True), results["test_examples"], results["task"])
+        if key not in (None, mine):
+            raise ValueError(f"{path} was evaluated with another recipe, test split or task than {paths[0]}.")
+        key = mine
+        for run in results["runs"]:  # training files are relative to their own results file
+            if run.get("training_file"):
+                run["training_file"] = str((path.parent / run["training_file"]).resolve())
+        out.append(results)
+    return out
+
+
+def merge_results(paths: list[Path], args: EvaluateArguments) -> dict:
+    """``--merge``: one results file (table, paired intervals) from the runs of several."""
+    parts = read_results(paths)
+    runs = [run for part in parts for run in part["runs"]]
+    seen = {}
+    for run in runs:
+        key = (run["model"], run["method"], run.get("set", 0), run["seed"])
+        if key in seen:
+            raise ValueError(
+                f"Method {run['method']!r} (set {key[2]}, seed {key[3]}) is in more than one file; rename it."
+            )
+        seen[key] = run
+    readability = {m: r for part in parts for m, r in (part.get("readability") or {}).items()}
+    results = {
+        **{k: v for k, v in parts[0].items() if k not in ("runs", "summary", "paired", "readability")},
+        "merged_from": [str(p) for p in paths],
+        "training_nll_under_generator": {m: r for p in parts for m, r in p["training_nll_under_generator"].items()},
+        "readability": readability,
+        "summary": summarise(runs),
+        "paired": compare(runs, args.reference, args.bootstrap),
         "runs": runs,
     }
     write_outputs(results, Path(args.output))
     return results
 
 
+def compare(runs: list[dict], reference: str, resamples: int) -> dict:
+    """{reference: {method: {model: paired_difference(...)}}} for every reference that was run."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        by.setdefault((run["method"], run["model"]), []).append(run)
+    out: dict[str, dict] = {}
+    for ref in (r.strip() for r in reference.split(",") if r.strip()):
+        for (method, model), mine in by.items():
+            if method == ref or (ref, model) not in by:
+                continue
+            pair = paired_difference(correct_array(mine), correct_array(by[(ref, model)]), resamples)
+            out.setdefault(ref, {}).setdefault(method, {})[model] = pair
+    return out
+
+
 def summarise(runs: list[dict]) -> dict:
-    """Mean, std (sample; 0 for one run) and count of test accuracy per method and model."""
+    """Mean, std (sample; 0 for one run), runs, training sets and seeds of test accuracy per method and model."""
     out: dict[str, dict] = {}
     for run in runs:
-        out.setdefault(run["method"], {}).setdefault(run["model"], []).append(run["test_accuracy"])
-    return {
-        method: {
-            model: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-            for model, v in per_model.items()
-        }
-        for method, per_model in out.items()
-    }
-
-
-def markdown_table(results: dict) -> str:
-    models = sorted({run["model"] for run in results["runs"]}, key=[r["model"] for r in results["runs"]].index)
-    examples = {}
-    for run in results["runs"]:
-        examples.setdefault(run["method"], run.get("examples", 0))
-    head = f"| method | examples | NLL under {results['generator']} | " + " | ".join(models) + " |"
-    lines = [head, "|" + " --- |" * (3 + len(models))]
-    for method, per_model in results["summary"].items():
-        cells = [f"{per_model[m]['mean']:.3f} ± {per_model[m]['std']:.3f} (n={per_model[m]['n']})" for m in models]
-        nll = results["training_nll_under_generator"].get(method)
-        lines.append(
-            f"| {method} | {examples[method] or '-'} | {f'{nll:.2f}' if nll is not None else '-'} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    real = results["training_nll_under_generator"].get("real test texts")
-    return "\n".join(lines) + f"\n\nNLL of real test texts under the generator: {real:.2f}.\n"
-
-
-def write_outputs(results: dict, output: Path) -> None:
-    """results.json, the Markdown table (.md) and a bar chart (.png) of accuracy per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
-    output.with_suffix(".md").write_text(markdown_table(results))
-    summary = results["summary"]
-    methods = list(summary)
-    models = list(dict.fromkeys(run["model"] for run in results["runs"]))
-    width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(methods)), 4))
-    for k, model in enumerate(models):
-        xs = [i + k * width for i in range(len(methods))]
-        means = [summary[m][model]["mean"] if model in summary[m] else 0 for m in methods]
-        stds = [summary[m][model]["std"] if model in summary[m] else 0 for m in methods]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=model)
-    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(methods))], methods, rotation=30)
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{results['task']}: {results['budget_per_class']} examples per class, {results['seeds']} seeds")
-    ax.axhline(1 / results["num_labels"], color="grey", lw=0.5, ls="--")  # chance
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(output.with_suffix(".png"), dpi=120)
-    plt.close(fig)
+        out.setdefault(run["method"], {}).setdefault(run["model"], []).append(run)
+    summary: dict[str, dict] = {}
+    for method, per_model in out.items():
+        for model, mine in per_model.items():
+            v = [r["test_accuracy"] for r in mine]
+            summary.setdefault(method, {})[model] = {
+                "mean": statistics.mean(v),
+                "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                "n": len(v),
+                "sets": len({r.get("set", 0) for r in mine}),
+                "seeds": len({r["seed"] for r in mine}),
+            }
+    return summary

@@ -17,6 +17,7 @@ from datasets import Dataset
 from hf_gradmm.engine.gradients import ClassTarget, MatchedModules, class_target, prepare_matched
 from hf_gradmm.engine.objective import Checkpoint, MatchingObjective, template_parts
 from hf_gradmm.lm import text_ids
+from hf_gradmm.targets.controls import control_targets
 from hf_gradmm.targets.privacy import DP_LOCAL_NOTE, privatise
 from hf_gradmm.tasks import TaskSpec
 
@@ -114,6 +115,7 @@ def class_objectives(
                 targets, report, local = privatise(targets, args, noise, len(checkpoints), row_dim)
                 dp_report = dp_report or report
                 dp_local["per_checkpoint"][checkpoint.name] = {task.label_names[c]: v for c, v in local.items()}
+            targets = control_targets(targets, args.target_control, args.seed)  # "off": unchanged
             common = _common(targets, matched_at) if args.target_centering == "common" else None
             for c in targets:
                 objective = MatchingObjective(
