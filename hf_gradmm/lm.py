@@ -158,7 +158,8 @@ def label_word_logprobs(
         prefix = model(input_ids=start["input_ids"].to(model.device), use_cache=True).cache
     # Batches of similar length: padding to a batch's longest prompt is most of the work otherwise.
     prompts = [task.format_prompt(t) for t in texts]
-    order = sorted(range(len(prompts)), key=lambda i: len(tokenizer(prompts[i])["input_ids"]))
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if prompts else []
+    order = sorted(range(len(prompts)), key=lengths.__getitem__)
     for first in range(0, len(order), batch_size):
         chunk = [prompts[i] for i in order[first : first + batch_size]]
         if demonstrations:

@@ -177,7 +177,7 @@ class _TrainingSets:
         return baselines.gradmm_texts(self.synthetic[method][k], task, budget)
 
 
-def _method_rows(args: EvaluateArguments) -> tuple[list[str], dict[str, Path]]:
+def _method_rows(args: EvaluateArguments) -> tuple[list[str], dict[str, list[Path]]]:
     """The table's rows (methods, one per synthesis folder for 'gradmm'), refusing unknown ones."""
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in ALL_METHODS]

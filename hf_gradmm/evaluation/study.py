@@ -119,16 +119,17 @@ def set_distances(theta: Prepared, texts: list[str], labels: list[int]) -> dict[
     classes = _by_class(texts, labels, theta.task.num_labels)
     out: dict[str, float] = {}
     checkpoints = len(theta.parts[0])
+    own: list[float] = []  # per class, at theta0: the contrastive distance reads them again
     for k in range(checkpoints):
         values = []
         for c, mine in classes.items():
             checkpoint, objective = theta.parts[c][k]
             with checkpoint.active():
                 values.append(texts_distance(theta, objective, mine))
+        own = own or values
         out["theta0" if k == 0 else f"trajectory_{k}"] = statistics.mean(values)
     if checkpoints > 1:
         out["trajectory_mean"] = statistics.mean(out[n] for n in out)
-    own = [texts_distance(theta, theta.parts[c][0][1], mine) for c, mine in classes.items()]
     others = [
         statistics.mean(texts_distance(theta, theta.parts[o][0][1], mine) for o in classes if o != c)
         for c, mine in classes.items()
