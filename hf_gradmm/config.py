@@ -21,8 +21,8 @@ from hf_gradmm.arguments import TaskArguments, check_choices
 from hf_gradmm.targets.privacy import check_config
 
 # schedule -> (outer_steps, inner_steps, refine_steps); seconds per round in docs/performance.md
-Schedule = Literal["default", "quick", "paper"]
-SCHEDULES = {"default": (4, 10, 40), "quick": (2, 5, 10), "paper": (30, 50, 0)}
+Schedule = Literal["default", "quick", "paper", "none"]
+SCHEDULES = {"default": (4, 10, 40), "quick": (2, 5, 10), "paper": (30, 50, 0), "none": (0, 0, 0)}
 
 
 @dataclass
@@ -61,7 +61,9 @@ class GradMatchConfig(TaskArguments):
             "help": "Steps per round, as a preset (outer_steps x inner_steps, refine_steps): 'default' 4 x 10, 40 "
             "(what every result and example was measured with: ~2 min per round of B = 10 on a 2-core CPU), "
             "'quick' 2 x 5, 10 (~40 s: for trying things out; its data quality is not measured), 'paper' 30 x 50, 0 "
-            "(the authors' schedule, no refinement: ~16 min per round, estimated from the measured stages). "
+            "(the authors' schedule, no refinement: ~16 min per round, estimated from the measured stages), 'none' "
+            "0 x 0, 0 (no ADMM and no refinement: the init is the output; with init 'select' a pure selection, with "
+            "init 'lm' the model's own samples through the engine, the no-target control). "
             "outer_steps, inner_steps and refine_steps override it. "
             "docs/performance.md has the measurements."
         },
@@ -148,17 +150,25 @@ class GradMatchConfig(TaskArguments):
         },
     )
     # ---- init ----------------------------------------------------------------------------------
-    init: Literal["random", "real", "lm"] = field(
+    init: Literal["random", "real", "lm", "select"] = field(
         default="lm",
         metadata={
             "help": "'lm': texts the model writes from the projection prefix; they are the first projected batch "
-            "(our default: readable from the start). 'random': random-normal candidate batches scaled to the model's "
-            "mean embedding norm, the best by matching distance (the reference default). 'real': the B real target "
-            "examples whose own gradients are closest to the target (not private)."
+            "(our default: readable from the start). 'select': the B of select_pool such texts whose batch has the "
+            "lowest exact matching distance (engine/select.py). 'random': random-normal candidate batches scaled to "
+            "the model's mean embedding norm, the best by matching distance (the reference default). 'real': the B "
+            "real target examples whose own gradients are closest to the target (not private)."
         },
     )
     init_temperature: float = field(
         default=0.8, metadata={"help": "Sampling temperature of the 'lm' init (and of nothing else)."}
+    )
+    select_pool: int = field(
+        default=300,
+        metadata={
+            "help": "init 'select': texts the model writes per round to choose the B from (each run once; "
+            "300 on SmolLM2 and 2 CPU cores: ~40 s per round)."
+        },
     )
     init_candidates: int = field(
         default=100,
@@ -201,7 +211,9 @@ class GradMatchConfig(TaskArguments):
             "help": "Comma-separated checkpoints the class targets are computed at; the x-step matches all of them "
             "(weighted mean of the distances). 'theta0': the model as given (the paper). 'trajectory:K': K evenly "
             "spaced checkpoints of a short fine-tuning on the real target pool (trajectory_* fields), saved in "
-            "output_dir/trajectory. A local folder or Hub id: a PEFT adapter of the model or a full model with the "
+            "output_dir/trajectory; 'trajectory:K/i': the i-th of them alone (trajectory:4/4, the end of the "
+            "fine-tuning, is the distance that predicted accuracy best in docs/synthesizer.md). "
+            "A local folder or Hub id: a PEFT adapter of the model or a full model with the "
             "same vocabulary (e.g. a checkpoint of your own Trainer run). Example: 'theta0,trajectory:2'."
         },
     )
@@ -334,10 +346,13 @@ class GradMatchConfig(TaskArguments):
         self.outer_steps = self.outer_steps or outer  # 0: the schedule's
         self.inner_steps = self.inner_steps or inner
         self.refine_steps = refine if self.refine_steps == -1 else self.refine_steps
-        positive = ("per_class", "texts_per_round", "outer_steps", "inner_steps", "topk", "target_examples")
+        positive = ("per_class", "texts_per_round", "topk", "target_examples")
+        positive += ("outer_steps", "inner_steps") if self.schedule != "none" or self.outer_steps else ()
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)}).")
+                hint = f" (schedule 'none' has no steps of its own: give --{name.replace('_', '-')} too)"
+                hint = hint if self.schedule == "none" and name == "inner_steps" else ""
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)}){hint}.")
         if self.init_temperature <= 0:
             raise ValueError(f"init_temperature must be > 0 (got {self.init_temperature}).")
         if self.dp_epsilon < 0 or not 0 < self.dp_delta < 1 or self.dp_clip_norm <= 0:
@@ -347,6 +362,11 @@ class GradMatchConfig(TaskArguments):
             raise ValueError(f"num_processes must be at least 1 (got {self.num_processes}).")
         if self.seq_len < 0 or self.refine_steps < 0 or self.init_candidates < 1 or self.heldout_examples < 0:
             raise ValueError("seq_len and refine_steps must be >= 0, init_candidates >= 1, heldout_examples >= 0.")
+        if self.init == "select" and self.select_pool < self.texts_per_round:
+            raise ValueError(
+                f"init 'select' chooses texts_per_round={self.texts_per_round} texts from select_pool="
+                f"{self.select_pool}; raise --select-pool to at least {self.texts_per_round} (300 is the default)."
+            )
         if not 1 <= self.projection_beams <= self.topk:
             raise ValueError(f"projection_beams must be between 1 and topk={self.topk} (got {self.projection_beams}).")
         if self.trajectory_steps < 1 or self.trajectory_batch_size < 1 or self.trajectory_lr < 0:
@@ -369,10 +389,16 @@ class GradMatchConfig(TaskArguments):
         specs = []
         for entry in entries:
             if entry.startswith("trajectory:"):
-                count = entry.split(":", 1)[1]
-                if not count.isdigit() or int(count) < 1:
+                count, _, index = entry.split(":", 1)[1].partition("/")
+                if (
+                    not count.isdigit()
+                    or int(count) < 1
+                    or index
+                    and not (index.isdigit() and 1 <= int(index) <= int(count))
+                ):
                     raise ValueError(
-                        f"target_checkpoints entry {entry!r}: write trajectory:K with K >= 1, e.g. trajectory:2."
+                        f"target_checkpoints entry {entry!r}: write trajectory:K with K >= 1 (all K checkpoints, e.g. "
+                        "trajectory:2) or trajectory:K/i with 1 <= i <= K (the i-th only, e.g. trajectory:4/4)."
                     )
                 k = int(count)
                 if self.trajectory_steps % k:
@@ -380,7 +406,7 @@ class GradMatchConfig(TaskArguments):
                         f"trajectory:{k} needs trajectory_steps divisible by {k} (got {self.trajectory_steps}): "
                         f"checkpoints are saved every trajectory_steps / K steps. Use e.g. --trajectory-steps {k * 10}."
                     )
-                specs += [f"trajectory:{k}/{i}" for i in range(1, k + 1)]
+                specs += [f"trajectory:{k}/{i}" for i in ([int(index)] if index else range(1, k + 1))]
             else:
                 specs.append(entry)
         if len(set(specs)) != len(specs):
@@ -417,7 +443,7 @@ class GradMatchConfig(TaskArguments):
 
 
 # Fields added after folders were made, with the value that means "as before".
-LATER_DEFAULTS = {"target_control": "off"}
+LATER_DEFAULTS = {"target_control": "off", "select_pool": 300}
 
 # The runtime section's fields: where and how a run reports, not what it computes; a resume may change them.
 RUNTIME_FIELDS = ("output_dir", "resume", "logging_steps", "report_to", "disable_tqdm", "num_processes", "use_cpu")

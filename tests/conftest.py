@@ -63,6 +63,39 @@ def tiny_llama(smollm2_tokenizer):
     return LlamaForCausalLM(config).eval()
 
 
+@pytest.fixture
+def models_restored(request):
+    """prepare() freezes the (session-wide) models for matching: hand tiny_llama and smollm2 back as
+    they were after a test that used them (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    from contextlib import ExitStack
+
+    from hf_gradmm.engine.gradients import model_state_kept
+
+    models = {"tiny_llama": lambda m: m, "smollm2": lambda m: m[0]}
+    with ExitStack() as stack:
+        for name, model in models.items():
+            if name in request.fixturenames:
+                stack.enter_context(model_state_kept(model(request.getfixturevalue(name))))
+        yield
+
+
+@pytest.fixture
+def small_setup(rotten_tomatoes, tmp_path):
+    """``make(model, tokenizer, **config_fields)``: a prepared run of 3 texts per round on Rotten
+    Tomatoes (8 target examples per class, 6 free tokens) and its config, for engine tests."""
+    from hf_gradmm.config import GradMatchConfig
+    from hf_gradmm.targets.setup import prepare
+
+    data, task = rotten_tomatoes
+
+    def make(model, tokenizer, **overrides):
+        fields = dict(per_class=3, texts_per_round=3, target_examples=8, heldout_examples=2, seq_len=6)
+        config = GradMatchConfig(output_dir=str(tmp_path / "run"), **{**fields, **overrides})
+        return prepare(model, tokenizer, task, config, data["train"], tmp_path / "trajectory"), config
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def real_synthesis(smollm2, rotten_tomatoes, tmp_path_factory):
     """One small GRADMM run on the real SmolLM2 + Rotten Tomatoes (4 texts per class, reduced

@@ -121,7 +121,7 @@ def test_fixed_choices_are_listed_by_the_parser_and_refused_in_python(capsys, tm
         GradMatchConfig(distance="l3")
     with pytest.raises(SystemExit):
         main(["synthesize", "--help"])
-    assert "{random,real,lm}" in capsys.readouterr().out
+    assert "{random,real,lm,select}" in capsys.readouterr().out
 
 
 def test_runtime_fields_are_the_last_section_of_the_config():
@@ -146,6 +146,7 @@ def test_schedule_presets_set_the_steps_and_flags_override_them(capsys):
     steps = lambda c: (c.outer_steps, c.inner_steps, c.refine_steps)  # noqa: E731
     assert steps(GradMatchConfig()) == (4, 10, 40)
     assert steps(GradMatchConfig(schedule="paper")) == (30, 50, 0)
+    assert steps(GradMatchConfig(schedule="none")) == (0, 0, 0)  # the init is the output
     assert steps(GradMatchConfig(schedule="quick", inner_steps=7)) == (2, 7, 10)
     assert steps(GradMatchConfig(refine_steps=0)) == (4, 10, 0)
     again = GradMatchConfig(**GradMatchConfig(schedule="quick", outer_steps=3).to_dict())  # as config.yaml reads back
@@ -155,4 +156,4 @@ def test_schedule_presets_set_the_steps_and_flags_override_them(capsys):
     )
     with pytest.raises(SystemExit):
         main(["synthesize", "--help"])
-    assert "{default,quick,paper}" in capsys.readouterr().out
+    assert "{default,quick,paper,none}" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,9 +126,10 @@ def test_harness_touches_the_test_split_once_per_run(
     assert {m for m, r in read.items() if "examples" in r} == {"llm", "gradmm"}  # no real text is quoted
     assert len(read["llm"]["examples"]) == 8 and len(read["gradmm"]["examples"]) == 8  # 2 sets of 4
     assert read["random"]["nll_judge"] == pytest.approx(read["random"]["nll_generator"])  # judge = generator here
+    assert all(0.0 <= r["label_filter_keep"] <= 1.0 for r in read.values())
     table = (tmp_path / "results.md").read_text()
     assert table.startswith("| method |") and "Paired difference to `random`" in table
-    assert "Ten texts of `llm`" in table and "distinct-2" in table
+    assert "Ten texts of `llm`" in table and "distinct-2" in table and "label filter keeps" in table
     assert (tmp_path / "results.png").stat().st_size > 1000
     assert json.loads((tmp_path / "results.json").read_text())["budget_per_class"] == 2
     # an evaluation run in pieces merges into the same table and paired intervals
@@ -139,6 +141,29 @@ def test_harness_touches_the_test_split_once_per_run(
         FinetuneConfig(**TINY_RECIPE),
     )  # fmt: skip
     assert merged["summary"] == results["summary"] and merged["paired"] == results["paired"]
+    with pytest.raises(ValueError, match="the same run twice"):
+        run_evaluation(task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'a.json'}"), FinetuneConfig())
+    copies = []  # the same method's sets from another evaluation (other files): merged as more sets
+    for run in (r for r in whole["runs"] if r["method"] == "random"):
+        copy = tmp_path / "other" / Path(run["training_file"]).name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_text((tmp_path / run["training_file"]).read_text())
+        copies.append({**run, "training_file": str(copy.relative_to(tmp_path))})
+    (tmp_path / "d.json").write_text(json.dumps({**whole, "runs": copies}))
+    more = run_evaluation(
+        task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'd.json'}", output=str(tmp_path / "n.json")),
+        FinetuneConfig(**TINY_RECIPE),
+    )  # fmt: skip
+    assert more["summary"]["random"]["tiny"]["sets"] == 2 * results["summary"]["random"]["tiny"]["sets"]
+    judged = run_evaluation(
+        task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}", judge="tiny",
+                                output=str(tmp_path / "j.json")),
+        FinetuneConfig(**TINY_RECIPE), models={"tiny": (tiny_llama, smollm2_tokenizer)},
+    )  # fmt: skip
+    for method, entry in results["readability"].items():  # measured again from the saved sets: the same
+        again = judged["readability"][method]
+        assert again["nll_judge"] == pytest.approx(entry["nll_judge"], rel=1e-4), method
+        assert again["label_filter_keep"] == entry["label_filter_keep"] and again["distinct_2"] == entry["distinct_2"]
     (tmp_path / "c.json").write_text(json.dumps({**whole, "recipe": {**whole["recipe"], "max_steps": 9}}))
     with pytest.raises(ValueError, match="another recipe"):
         run_evaluation(task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}"), FinetuneConfig())
@@ -208,3 +233,17 @@ def test_readability_statistics():
     assert distinct_2(["a b c", "a b d"]) == 3 / 4  # bigrams ab, bc, ab, bd
     r = repetition(["I embellish embellish embellish it.", "A fine film."])
     assert (r["longest_repeat_max"], r["longest_repeat_mean"]) == (3, 2)
+
+
+def test_label_filter_keep_share_on_real_texts(smollm2, rotten_tomatoes):
+    """On SmolLM2, the builder's default filter keeps most real test texts under their own labels,
+    and (two classes) exactly the others under the swapped labels."""
+    from hf_gradmm.evaluation.readability import label_filter_keep
+
+    model, tok = smollm2
+    data, task = rotten_tomatoes
+    rows = data["test"].select(range(40))
+    texts, labels = rows["text"], rows["label"]
+    keep = label_filter_keep(model, tok, task, texts, labels)
+    assert keep > 0.5  # better than chance (0.575 measured: the filter is a weak classifier)
+    assert label_filter_keep(model, tok, task, texts, [1 - y for y in labels]) == pytest.approx(1 - keep)

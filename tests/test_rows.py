@@ -4,35 +4,14 @@ them makes the texts the 0.1.0 round (bench/baseline.py) makes."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 import pytest
 import torch
 
 from hf_gradmm.bench.baseline import BASELINE
-from hf_gradmm.config import GradMatchConfig
-from hf_gradmm.engine.gradients import model_state_kept
 from hf_gradmm.engine.objective import MatchingObjective
 from hf_gradmm.engine.round import run_round
-from hf_gradmm.targets.setup import prepare
 
-
-@pytest.fixture(autouse=True)
-def _models_left_as_given(request):
-    """prepare() freezes the (session-wide) model for matching: hand it back as it was."""
-    models = {"tiny_llama": lambda m: m, "smollm2": lambda m: m[0]}
-    with ExitStack() as stack:
-        for name, model in models.items():
-            if name in request.fixturenames:
-                stack.enter_context(model_state_kept(model(request.getfixturevalue(name))))
-        yield
-
-
-def _prepared(model, tokenizer, rotten_tomatoes, tmp_path, **overrides):
-    data, task = rotten_tomatoes
-    fields = dict(per_class=3, texts_per_round=3, target_examples=8, heldout_examples=2, seq_len=6)
-    config = GradMatchConfig(output_dir=str(tmp_path / "run"), **{**fields, **overrides})
-    return prepare(model, tokenizer, task, config, data["train"], tmp_path / "trajectory"), config
+pytestmark = pytest.mark.usefixtures("models_restored")
 
 
 def _swaps(ids: torch.Tensor, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,13 +36,9 @@ def _full_values(objective, ids, at, new) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("distance", "centering"), [("cos", "off"), ("l2", "off"), ("cos", "common"), ("l1+l2", "off")]
 )
-def test_swapped_batches_score_as_full_passes(
-    tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path, distance, centering
-):
+def test_swapped_batches_score_as_full_passes(tiny_llama, smollm2_tokenizer, small_setup, distance, centering):
     """The closed form's swap distances (one (B + K) x V x d product) equal full passes of each swapped batch."""
-    prepared, _ = _prepared(
-        tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path, distance=distance, target_centering=centering
-    )
+    prepared, _ = small_setup(tiny_llama, smollm2_tokenizer, distance=distance, target_centering=centering)
     objective = prepared.objectives[1]
     assert isinstance(objective, MatchingObjective)
     ids = torch.randint(100, 5000, (4, 6), generator=torch.Generator().manual_seed(3))
@@ -74,10 +49,10 @@ def test_swapped_batches_score_as_full_passes(
     assert objective.rows_value(rows) == pytest.approx(objective.value(ids), rel=1e-5)
 
 
-def test_changed_rows_run_from_their_first_change(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):
+def test_changed_rows_run_from_their_first_change(tiny_llama, smollm2_tokenizer, small_setup):
     """A row that differs from its base row only from position p on runs from p (its base row's
     keys and values before it) and gets the factors and keys a full pass gives."""
-    prepared, _ = _prepared(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path)
+    prepared, _ = small_setup(tiny_llama, smollm2_tokenizer)
     objective = prepared.objectives[0]
     ids = torch.randint(100, 5000, (4, 6), generator=torch.Generator().manual_seed(5))
     at, new = _swaps(ids, 9)
@@ -92,14 +67,12 @@ def test_changed_rows_run_from_their_first_change(tiny_llama, smollm2_tokenizer,
 
 
 @pytest.mark.parametrize("checkpoints", ["theta0", "trajectory:2"])
-def test_round_makes_the_baseline_texts(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path, checkpoints):
+def test_round_makes_the_baseline_texts(tiny_llama, smollm2_tokenizer, small_setup, checkpoints):
     """The engine's round and the 0.1.0 round (every row recomputed) run the same search: the same
     ids, distances and NLLs, also at two LoRA checkpoints."""
-    prepared, config = _prepared(
+    prepared, config = small_setup(
         tiny_llama,
         smollm2_tokenizer,
-        rotten_tomatoes,
-        tmp_path,
         outer_steps=2,
         inner_steps=2,
         refine_steps=6,
@@ -113,13 +86,11 @@ def test_round_makes_the_baseline_texts(tiny_llama, smollm2_tokenizer, rotten_to
     assert ours.nll == pytest.approx(old.nll, rel=1e-5)
 
 
-def test_real_model_round_makes_the_baseline_texts(smollm2, rotten_tomatoes, tmp_path):
+def test_real_model_round_makes_the_baseline_texts(smollm2, small_setup):
     """On SmolLM2 the packed suffix passes reproduce full passes (the once-per-model check
     passes), and a short round makes the 0.1.0 round's texts."""
     model, tokenizer = smollm2
-    prepared, config = _prepared(
-        model, tokenizer, rotten_tomatoes, tmp_path, seq_len=10, outer_steps=1, inner_steps=2, refine_steps=4
-    )
+    prepared, config = small_setup(model, tokenizer, seq_len=10, outer_steps=1, inner_steps=2, refine_steps=4)
     ours, old = run_round(prepared, config, 0, 0, 3), run_round(prepared, config, 0, 0, 3, parts=BASELINE)
     assert prepared.objectives[0].suffix_ok is True
     assert ours.texts == old.texts

@@ -211,11 +211,15 @@ class MatchingObjective:
         return [self.value(ids[i : i + 1]) for i in range(len(ids))]
 
     # -- rows: swapped batches scored without re-running the rows that stay ----------------------
-    def rows(self, ids: Tensor) -> Rows:
-        """:class:`Rows` of the batch ``ids`` (one forward pass for the closed form)."""
+    def rows(self, ids: Tensor, cache: bool = True) -> Rows:
+        """:class:`Rows` of the batch ``ids`` (one forward pass for the closed form); without
+        ``cache`` the keys and values are not kept (a pool of candidates only needs the factors)."""
         ids = ids.to(self.device)
         if not self.matched.is_lm_head:
             return Rows(ids)
+        if not cache:
+            with torch.no_grad():
+                return Rows(ids, self.factors(self.embed(ids), create_graph=False))
         h, cache = hidden_and_cache(self.model, self.inputs(self.embed(ids)))
         a, _ = output_factors(self.model, h, self._labels(len(ids)))
         return Rows(ids, (a, h), cache)
@@ -376,9 +380,9 @@ class TrajectoryObjective:
     def per_text(self, ids: Tensor) -> list[float]:
         return self._sum(lambda o: torch.tensor(o.per_text(ids), dtype=torch.float64)).tolist()
 
-    def rows(self, ids: Tensor) -> Rows:
+    def rows(self, ids: Tensor, cache: bool = True) -> Rows:
         """One :class:`Rows` per checkpoint (each with its own embeddings and keys)."""
-        return Rows(ids, parts=tuple(self._each(lambda o: o.rows(ids))))
+        return Rows(ids, parts=tuple(self._each(lambda o: o.rows(ids, cache))))
 
     def rows_from(self, base: Rows, at: Tensor, ids: Tensor) -> Rows:
         return Rows(ids, parts=tuple(self._each(lambda o, b: o.rows_from(b, at, ids), base.parts)))

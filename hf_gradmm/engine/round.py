@@ -29,6 +29,7 @@ from hf_gradmm.engine.objective import Objective
 from hf_gradmm.engine.projection import project
 from hf_gradmm.engine.refine import swap_refine
 from hf_gradmm.engine.rows import Rows, concat_rows
+from hf_gradmm.engine.select import select_batch
 from hf_gradmm.engine.stages import stage
 from hf_gradmm.lm import sample_texts, text_ids, token_logprobs
 
@@ -75,6 +76,7 @@ class RoundArgs(Protocol):
     init: str
     init_temperature: float
     init_candidates: int
+    select_pool: int
     keep_prefix: bool
 
 
@@ -110,12 +112,15 @@ def round_generator(seed: int, round_idx: int) -> torch.Generator:
 def initial_point(
     setup: RoundSetup, args: RoundArgs, label: int, batch: int, gen: torch.Generator
 ) -> tuple[Tensor, Tensor | None]:
-    """Initial X and, for the 'lm' and 'real' inits that start from tokens, those tokens (the first Z)."""
+    """Initial X and, for the 'lm' and 'select' inits that start from tokens, those tokens (the first Z)."""
     objective, model = setup.objectives[label], setup.model
     length = setup.seq_lens[label]
     emb = model.get_input_embeddings().weight.detach()
-    if args.init == "lm":
-        ids = sample_texts(model, setup.prefix_ids[label], setup.allowed, batch, length, gen, args.init_temperature)
+    if args.init in ("lm", "select"):
+        drawn = batch if args.init == "lm" else args.select_pool
+        ids = sample_texts(model, setup.prefix_ids[label], setup.allowed, drawn, length, gen, args.init_temperature)
+        if args.init == "select":
+            ids = ids[select_batch(objective, ids, batch)]
         return objective.embed(ids).clone(), ids
     if args.init == "real":
         ids_list = [text_ids(setup.tokenizer, t) for t in setup.pool[label]["target"]]

@@ -25,7 +25,7 @@ from hf_gradmm.config import GradMatchConfig
 from hf_gradmm.distributed import device
 from hf_gradmm.evaluation import baselines
 from hf_gradmm.evaluation.paired import correct_array, paired_difference
-from hf_gradmm.evaluation.readability import repetition, sample_texts
+from hf_gradmm.evaluation.readability import label_filter_keep, repetition, sample_texts
 from hf_gradmm.evaluation.report import write_outputs
 from hf_gradmm.finetune import FinetuneConfig, finetune
 from hf_gradmm.lm import label_word_logprobs, mean_text_nll, text_ids
@@ -84,7 +84,8 @@ class EvaluateArguments:
         default=None,
         metadata={
             "help": "A second model (name or id) under which each method's texts get an NLL beside the generator's: "
-            "one that did not write them (e.g. gemma3-270m for SmolLM2 texts). Default: none."
+            "one that did not write them (e.g. gemma3-270m for SmolLM2 texts). With --merge, every method's "
+            "readability is measured again from its saved training sets. Default: none."
         },
     )
     pool_size: int = field(default=200, metadata={"help": "Real examples per class the coresets choose from."})
@@ -233,7 +234,7 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
     ``models`` maps names to already loaded ``(model, tokenizer)`` pairs (the rest are loaded).
     """
     if args.merge:
-        return merge_results([Path(p.strip()) for p in args.merge.split(",") if p.strip()], args)
+        return merge_results([Path(p.strip()) for p in args.merge.split(",") if p.strip()], args, task, models)
     data, task = load_task(task)
     rows, synthetic = _method_rows(args)
     loaded = dict(models or {})
@@ -273,7 +274,8 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
             runs.append({"model": model_name, **run})
             bar.update(1)
     bar.close()
-    readability = _readability(rows, sets, test, (generator_name, gen_model, gen_tok), args.judge and get(args.judge))
+    generator = (generator_name, gen_model, gen_tok)
+    readability = _readability(rows, sets, test, task, generator, args.judge and get(args.judge))
     results = {
         "task": task.name,
         "num_labels": task.num_labels,
@@ -297,9 +299,12 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
     return results
 
 
-def _readability(rows: list[str], sets: dict, test: tuple, generator: tuple, judge: tuple | None) -> dict:
+def _readability(
+    rows: list[str], sets: dict, test: tuple, task: TaskSpec, generator: tuple, judge: tuple | None
+) -> dict:
     """Per method (and for real test texts): NLL under the generator (and the judge), repetition,
-    distinct-2, and ten of its texts (not for real-data methods: a results file quotes no real text)."""
+    distinct-2, the label filter's keep share, and ten of its texts (not for real-data methods: a
+    results file quotes no real text)."""
     name, gen_model, gen_tok = generator
     texts = {m: [t for (method, _), (ts, _) in sets.items() if method == m for t in ts] for m in rows}
     labels = {m: [y for (method, _), (_, ys) in sets.items() if method == m for y in ys] for m in rows}
@@ -309,6 +314,7 @@ def _readability(rows: list[str], sets: dict, test: tuple, generator: tuple, jud
         if not mine:
             continue
         entry = {"nll_generator": mean_text_nll(gen_model, gen_tok, mine), **repetition(mine)}
+        entry["label_filter_keep"] = label_filter_keep(gen_model, gen_tok, task, mine, labels[m])
         if judge:
             entry["nll_judge"] = mean_text_nll(judge[0], judge[1], mine)
         if m not in REAL_DATA_METHODS and m != "real test texts":  # the task's own texts are not repeated
@@ -337,22 +343,35 @@ def read_results(paths: list[Path]) -> list[dict]:
     return out
 
 
-def merge_results(paths: list[Path], args: EvaluateArguments) -> dict:
-    """``--merge``: one results file (table, paired intervals) from the runs of several."""
+def merge_results(
+    paths: list[Path], args: EvaluateArguments, task: TaskSpec | None = None, models: dict | None = None
+) -> dict:
+    """``--merge``: one results file (table, paired intervals) from the runs of several. With
+    ``--judge`` the readability of every method is measured again from its saved training sets,
+    under the results' generator and the judge (``task``: the results' task, to read them;
+    ``models``: already loaded ``(model, tokenizer)`` pairs by name, as for :func:`run_evaluation`)."""
     parts = read_results(paths)
     runs = [run for part in parts for run in part["runs"]]
-    seen = {}
-    for run in runs:
-        key = (run["model"], run["method"], run.get("set", 0), run["seed"])
-        if key in seen:
-            raise ValueError(
-                f"Method {run['method']!r} (set {key[2]}, seed {key[3]}) is in more than one file; rename it."
-            )
-        seen[key] = run
+    seen, sets = {}, {}
+    for n, part in enumerate(parts):  # a set is its training file: sets of one method from two files get new numbers
+        for run in part["runs"]:
+            where = run.get("training_file") or (n, run.get("set", 0))
+            numbers = sets.setdefault((run["model"], run["method"]), {})
+            run["set"] = numbers.setdefault(where, len(numbers))
+            key = (run["model"], run["method"], where, run["seed"])
+            if key in seen:
+                raise ValueError(
+                    f"Method {run['method']!r} (training set {where}, seed {run['seed']}) is in more than one file: "
+                    "the same run twice; merge each run once."
+                )
+            seen[key] = run
     readability = {m: r for part in parts for m, r in (part.get("readability") or {}).items()}
+    if args.judge:
+        readability = _remeasured_readability(parts[0], runs, task, args.judge, models or {})
     results = {
         **{k: v for k, v in parts[0].items() if k not in ("runs", "summary", "paired", "readability")},
         "merged_from": [str(p) for p in paths],
+        "judge": args.judge or parts[0].get("judge"),
         "training_nll_under_generator": {m: r for p in parts for m, r in p["training_nll_under_generator"].items()},
         "readability": readability,
         "summary": summarise(runs),
@@ -361,6 +380,22 @@ def merge_results(paths: list[Path], args: EvaluateArguments) -> dict:
     }
     write_outputs(results, Path(args.output))
     return results
+
+
+def _remeasured_readability(first: dict, runs: list[dict], task: TaskSpec | None, judge: str, models: dict) -> dict:
+    """:func:`_readability` of every method's saved training sets (each file once), as a run measures it."""
+    if task is None or task.name != first["task"]:
+        raise ValueError(f"--merge --judge needs --task {first['task']} (the task of the results merged).")
+    data, task = load_task(task)
+    methods = list(dict.fromkeys(run["method"] for run in runs if run.get("training_file")))
+    files = {(run["method"], run.get("set", 0)): run["training_file"] for run in runs if run.get("training_file")}
+    missing = sorted({f for f in files.values() if not Path(f).is_file()})
+    if missing:
+        raise ValueError(f"--merge --judge reads the saved training sets, and {missing} are gone; rerun those methods.")
+    sets = {key: baselines.gradmm_texts(path, task, per_class=10**9) for key, path in files.items()}
+    test = split_sample(data["test"], first["recipe"]["test_examples"], seed=1)
+    get = {n: models.get(n) or load_model_and_tokenizer(n, device=device()) for n in {first["generator"], judge}}
+    return _readability(methods, sets, test, task, (first["generator"], *get[first["generator"]]), get[judge])
 
 
 def compare(runs: list[dict], reference: str, resamples: int) -> dict:

@@ -4,7 +4,8 @@ Cheap text statistics that need no model: the longest run of one repeated word (
 "embellish embellish embellish"), and distinct-2, the share of a method's word bigrams that are
 different (low when texts repeat each other or themselves). The NLLs of the texts under the
 generator and under a second model (``--judge``, e.g. Gemma for SmolLM2 texts: a model that did not
-write them) are computed by the harness beside these.
+write them) are computed by the harness beside these, and so is :func:`label_filter_keep`, the share
+of a method's texts that ``hf-gradmm build``'s label filter (its defaults) would keep.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from __future__ import annotations
 import random
 import statistics
 
+import torch
+
 from hf_gradmm.dataset.filters import longest_repeat
+from hf_gradmm.lm import label_word_logprobs
+from hf_gradmm.tasks import TaskSpec
 
 
 def distinct_2(texts: list[str]) -> float:
@@ -35,3 +40,12 @@ def sample_texts(texts: list[str], labels: list[int], count: int = 10, seed: int
     """``count`` of the texts (with their labels), a seeded draw: what the results show of a method."""
     pairs = list(zip(labels, texts))
     return random.Random(seed).sample(pairs, min(count, len(pairs)))
+
+
+def label_filter_keep(model, tokenizer, task: TaskSpec, texts: list[str], labels: list[int]) -> float:
+    """Share of ``texts`` the builder's default label filter keeps: the model, shown the task's
+    demonstrations and contextually calibrated (``BuilderConfig`` defaults), names their own class."""
+    if not texts:
+        return 0.0
+    logprobs = label_word_logprobs(model, tokenizer, task, texts, list(task.demonstrations), calibrate=True)
+    return float((logprobs.argmax(dim=1) == torch.tensor(labels)).float().mean())

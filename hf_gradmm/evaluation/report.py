@@ -50,13 +50,16 @@ def _readability_lines(results: dict) -> list[str]:
     judge = results.get("judge")
     head = f"| texts of | NLL under {results['generator']} |" + (f" NLL under {judge} |" if judge else "")
     lines = ["", "Readability of each method's training texts (all its sets): mean token NLL, the longest run of one "
-             "repeated word (mean / max over the texts), distinct-2 (distinct word bigrams / all):", "",
-             head + " longest repeat | distinct-2 |", "|" + " --- |" * (4 + bool(judge))]  # fmt: skip
+             "repeated word (mean / max over the texts), distinct-2 (distinct word bigrams / all), the share "
+             "`hf-gradmm build`'s label filter (its defaults) keeps:", "",
+             head + " longest repeat | distinct-2 | label filter keeps |",
+             "|" + " --- |" * (5 + bool(judge))]  # fmt: skip
     for method, r in read.items():
         judged = f" {r['nll_judge']:.2f} |" if judge else ""
+        keep = f" {r['label_filter_keep']:.2f} |" if "label_filter_keep" in r else " |"  # older results lack it
         lines.append(
             f"| {method} | {r['nll_generator']:.2f} |{judged} {r['longest_repeat_mean']:.1f} / "
-            f"{r['longest_repeat_max']} | {r['distinct_2']:.2f} |"
+            f"{r['longest_repeat_max']} | {r['distinct_2']:.2f} |{keep}"
         )
     names = results.get("label_names")
     for method, r in read.items():
