@@ -167,7 +167,7 @@ class GradMatchConfig(TaskArguments):
         default=300,
         metadata={
             "help": "init 'select': texts the model writes per round to choose the B from (each run once; "
-            "300 on SmolLM2 and 2 CPU cores: ~40 s per round)."
+            "300 on SmolLM2 and 2 CPU cores: 41-52 s per round, measured in docs/results.md)."
         },
     )
     init_candidates: int = field(

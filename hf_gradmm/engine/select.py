@@ -32,7 +32,7 @@ def select_batch(objective, candidates: Tensor, batch: int, passes: int = 4) -> 
     for _ in range(passes):
         changed = False
         for slot in range(batch):
-            values = objective.swap_values(rows, torch.full((len(candidates),), slot), pool).clone()
+            values = objective.swap_values(rows, torch.full((len(candidates),), slot), pool)  # a new tensor
             taken = chosen[torch.arange(batch) != slot]
             values[taken] = float("inf")  # a text appears once; the slot's own text stays a choice
             pick = int(values.argmin())
