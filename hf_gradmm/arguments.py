@@ -6,6 +6,8 @@ Each field is a flag (``--text-column`` or ``--text_column``) and a YAML key
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Literal, get_args, get_origin, get_type_hints
 
@@ -21,6 +23,45 @@ def check_choices(args) -> None:
         hint = hints.get(f.name)
         if get_origin(hint) is Literal and getattr(args, f.name) not in get_args(hint):
             raise ValueError(f"{f.name}={getattr(args, f.name)!r} is not one of {get_args(hint)}.")
+
+
+SEED_MAX = 2**32 - 1  # seeds reach NumPy through the Trainer (transformers.set_seed), which takes [0, 2**32 - 1]
+
+
+def check_number(
+    args,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    note: str = "",
+) -> None:
+    """Refuse the numeric field ``name`` of the dataclass ``args`` unless it is a number of the field's
+    type (an ``int`` field takes integers only), finite, and in its range (``low``/``high`` included
+    unless ``low_open``/``high_open``). The message names the flag and the field, the range and the
+    value given: ``--lr (lr) must be a finite number > 0; got nan.`` The CLI's parser checks only the
+    type, and not that of YAML values or of configs built in Python; this runs in ``__post_init__``,
+    before any model or data is loaded."""
+    value = getattr(args, name)
+    integer = next(f.type for f in fields(args) if f.name == name) in (int, "int")  # parsers resolve the hint
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and (integer or math.isfinite(value))
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if ok:
+        return
+    if low is not None and high is not None:
+        bounds = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        bounds = f" {'>' if low_open else '>='} {low}"
+    else:
+        bounds = "" if high is None else f" {'<' if high_open else '<='} {high}"
+    what = "an integer" if integer else "a finite number"
+    flag = "--" + name.replace("_", "-")
+    text = " (a string: YAML reads 1e-3 as one, write 1.0e-3)" if isinstance(value, str) else ""
+    raise ValueError(f"{flag} ({name}) must be {what}{bounds}{f' ({note})' if note else ''}; got {value!r}{text}.")
 
 
 @dataclass
@@ -65,6 +106,16 @@ class TaskArguments:
         default=None,
         metadata={"help": "Prompt with a {text} slot; the label word is predicted right after it."},
     )
+    encoding: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text encoding of your own --dataset .csv/.tsv/.json/.jsonl file, e.g. latin-1 or cp1252 "
+            "(default utf-8). A file that does not decode is refused with the offset of its first bad byte."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.to_task()  # an unknown task or bad task options: refused when parsed, before any model loads
 
     def to_task(self) -> TaskSpec:
         """The task these arguments describe (errors name the problem and the fix)."""
@@ -78,6 +129,7 @@ class TaskArguments:
             label_names=self.label_names,
             template=self.template,
             source=self.task_source,
+            encoding=self.encoding,
         )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from hf_gradmm.arguments import TaskArguments, check_choices
+from hf_gradmm.arguments import SEED_MAX, TaskArguments, check_choices, check_number
 from hf_gradmm.targets.privacy import check_config
 
 # schedule -> (outer_steps, inner_steps, refine_steps); seconds per round in docs/performance.md
@@ -51,7 +51,8 @@ class GradMatchConfig(TaskArguments):
         default=0,
         metadata={
             "help": "Free tokens per synthetic text (template and lead tokens excluded). 0 = auto: the mean "
-            "token length of the class's target examples, as the reference code does."
+            "token length of the class's target examples, as the reference code does, capped at 128 "
+            "(with a warning)."
         },
     )
     # ---- ADMM ----------------------------------------------------------------------------------
@@ -342,43 +343,47 @@ class GradMatchConfig(TaskArguments):
 
     def __post_init__(self) -> None:
         check_choices(self)
+        super().__post_init__()  # the task: an unknown name or bad task options refused when parsed
+        for name in (
+            *("per_class", "texts_per_round", "topk", "select_pool", "init_candidates", "target_examples"),
+            *("trajectory_steps", "trajectory_batch_size", "target_batch_size", "logging_steps", "num_processes"),
+        ):
+            check_number(self, name, 1)
+        for name, note in (("seq_len", "0 = auto"), ("outer_steps", "0 = the schedule's"), ("heldout_examples", "")):
+            check_number(self, name, 0, note=note)
+        check_number(self, "inner_steps", 0, note="0 = the schedule's")
+        check_number(self, "refine_steps", -1, note="-1 = the schedule's, 0 = off")
+        check_number(self, "projection_beams", 1, self.topk, note="at most --topk")
+        check_number(self, "seed", 0, SEED_MAX)
+        for name in ("lr", "rho", "init_temperature", "dp_clip_norm"):
+            check_number(self, name, 0, low_open=True)
+        for name, note in (("grad_clip", "0 = off"), ("lm_coeff", "0 = off"), ("dp_epsilon", "0 = off")):
+            check_number(self, name, 0, note=note)
+        check_number(self, "max_nll_increase", 0)
+        check_number(self, "trajectory_lr", 0, note="0 = the evaluation harness's")
+        check_number(self, "projection_guidance", 0, 1)
+        check_number(self, "dp_delta", 0, 1, low_open=True, high_open=True)
         outer, inner, refine = SCHEDULES[self.schedule]
         self.outer_steps = self.outer_steps or outer  # 0: the schedule's
         self.inner_steps = self.inner_steps or inner
         self.refine_steps = refine if self.refine_steps == -1 else self.refine_steps
-        positive = ("per_class", "texts_per_round", "topk", "target_examples")
-        positive += ("outer_steps", "inner_steps") if self.schedule != "none" or self.outer_steps else ()
-        for name in positive:
-            if getattr(self, name) < 1:
-                hint = f" (schedule 'none' has no steps of its own: give --{name.replace('_', '-')} too)"
-                hint = hint if self.schedule == "none" and name == "inner_steps" else ""
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)}){hint}.")
-        if self.init_temperature <= 0:
-            raise ValueError(f"init_temperature must be > 0 (got {self.init_temperature}).")
-        if self.dp_epsilon < 0 or not 0 < self.dp_delta < 1 or self.dp_clip_norm <= 0:
-            raise ValueError("dp_epsilon must be >= 0 (0 = off), dp_delta in (0, 1) and dp_clip_norm > 0.")
+        if self.outer_steps and not self.inner_steps:  # only schedule 'none' leaves it at 0
+            raise ValueError(
+                f"--outer-steps {self.outer_steps} needs --inner-steps (inner_steps) >= 1 too: schedule 'none' has "
+                "no steps of its own."
+            )
         check_config(self)
-        if self.num_processes < 1:
-            raise ValueError(f"num_processes must be at least 1 (got {self.num_processes}).")
-        if self.seq_len < 0 or self.refine_steps < 0 or self.init_candidates < 1 or self.heldout_examples < 0:
-            raise ValueError("seq_len and refine_steps must be >= 0, init_candidates >= 1, heldout_examples >= 0.")
         if self.init == "select" and self.select_pool < self.texts_per_round:
             raise ValueError(
                 f"init 'select' chooses texts_per_round={self.texts_per_round} texts from select_pool="
                 f"{self.select_pool}; raise --select-pool to at least {self.texts_per_round} (300 is the default)."
             )
-        if not 1 <= self.projection_beams <= self.topk:
-            raise ValueError(f"projection_beams must be between 1 and topk={self.topk} (got {self.projection_beams}).")
-        if self.trajectory_steps < 1 or self.trajectory_batch_size < 1 or self.trajectory_lr < 0:
-            raise ValueError("trajectory_steps and trajectory_batch_size must be >= 1 and trajectory_lr >= 0.")
         self.checkpoint_specs()  # refuses a malformed target_checkpoints / weights now, not after loading
         if self.matched_params == "peft" and self.target_checkpoints.strip() != "theta0":
             raise ValueError(
                 "matched_params='peft' matches the given model's own adapters, which other checkpoints do not "
                 "share; with target_checkpoints other than theta0 use 'lm_head' or a module regular expression."
             )
-        if not 0.0 <= self.projection_guidance <= 1.0:
-            raise ValueError(f"projection_guidance must be in [0, 1] (got {self.projection_guidance}).")
 
     def checkpoint_specs(self) -> list[tuple[str, float]]:
         """``target_checkpoints`` expanded: one ``(spec, weight)`` per checkpoint, weights summing to 1.
@@ -443,7 +448,7 @@ class GradMatchConfig(TaskArguments):
 
 
 # Fields added after folders were made, with the value that means "as before".
-LATER_DEFAULTS = {"target_control": "off", "select_pool": 300}
+LATER_DEFAULTS = {"target_control": "off", "select_pool": 300, "encoding": None}
 
 # The runtime section's fields: where and how a run reports, not what it computes; a resume may change them.
 RUNTIME_FIELDS = ("output_dir", "resume", "logging_steps", "report_to", "disable_tqdm", "num_processes", "use_cpu")

@@ -25,7 +25,7 @@ import torch
 from datasets import Dataset
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from hf_gradmm.arguments import check_choices
+from hf_gradmm.arguments import check_choices, check_number
 from hf_gradmm.tasks import TaskSpec, label_token_ids
 
 ACCURACY = str(Path(__file__).with_name("label_word_accuracy.py"))
@@ -51,8 +51,13 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if min(self.max_steps, self.batch_size, self.eval_steps, self.patience) < 1:
-            raise ValueError("max_steps, batch_size, eval_steps and patience must be >= 1.")
+        for name in ("learning_rate", "lora_lr"):
+            check_number(self, name, 0, low_open=True)
+        for name in ("lora_r", "max_steps", "batch_size", "eval_steps", "patience"):
+            check_number(self, name, 1)
+        for name in ("dev_examples", "test_examples"):
+            check_number(self, name, 0, note="0 = all")
+        check_number(self, "max_length", 2)
 
 
 def _encode(tokenizer, task: TaskSpec, texts: list[str], labels: list[int], max_length: int) -> Dataset:

@@ -180,6 +180,80 @@ def is_registered(name: str) -> bool:
     return name in MODELS
 
 
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def _offline() -> bool:
+    """Offline mode, read at call time (``huggingface_hub`` reads ``HF_HUB_OFFLINE`` once, at import)."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or any(
+        os.environ.get(v, "").upper() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def check_model_name(name: str) -> bool:
+    """Refuse a model name that is neither registered, nor an existing folder, nor an available Hub
+    model, before anything loads; one Hub request (10 s timeout) decides, instead of the five
+    retries transformers makes. Raises ``OSError`` (``ConnectionError`` when the Hub is unreachable),
+    the type transformers raises for a model it cannot find. Returns True when a Hub model must be
+    read from the local HF cache only (offline mode, or the Hub unreachable but the model cached)."""
+    if is_registered(name) or os.path.exists(name):
+        return False
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    from hf_gradmm.tasks.registry import did_you_mean
+
+    head = (
+        f"Model {name!r} is neither a registered model ({', '.join(sorted(MODELS))}) nor a local folder "
+        f"({os.path.abspath(name)} does not exist).{did_you_mean(name, MODELS)}"
+    )
+    try:
+        validate_repo_id(name)  # owner/name, or a legacy single name such as gpt2
+    except HFValidationError:
+        raise OSError(f"{head} Nor is it a Hub model id (owner/name): check the path or the name.") from None
+    cached = _in_hub_cache(name)
+    if _offline():
+        if cached:
+            return True
+        raise OSError(
+            f"{head} As a Hub model id it needs the network, but offline mode is on (HF_HUB_OFFLINE=1) and it "
+            f"is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}). Check the name, or download it "
+            "once with network access (HF_HUB_OFFLINE unset)."
+        )
+    try:
+        HfApi().model_info(name, timeout=10)
+    except GatedRepoError:
+        return False  # it exists; transformers says how to ask for access
+    except RepositoryNotFoundError:
+        if cached:
+            return True
+        raise OSError(
+            f"{head} Nor is it a model on the Hub at {constants.ENDPOINT} (not found, or private: log in with "
+            "`hf auth login` or set HF_TOKEN). Check the name."
+        ) from None
+    except HfHubHTTPError:
+        return False  # the Hub answered: transformers reports anything else in detail
+    except Exception as err:  # noqa: BLE001 - DNS, refused connection, timeout: all mean "unreachable"
+        if cached:
+            return True
+        raise ConnectionError(
+            f"{head} As a Hub model id it needs the Hub at {constants.ENDPOINT}, which cannot be reached "
+            f"({type(err).__name__}), and it is not in the local Hugging Face cache. Fixes: check the name; "
+            "connect to the network or set HF_ENDPOINT to a reachable mirror; or pass a folder saved with "
+            "save_pretrained."
+        ) from None
+    return False
+
+
 def load_model_and_tokenizer(
     name_or_path: str = DEFAULT_MODEL,
     dtype: torch.dtype = torch.float32,
@@ -190,18 +264,20 @@ def load_model_and_tokenizer(
     """Load a causal LM and its tokenizer.
 
     ``name_or_path`` is a registered name (``smollm2-135m``, ``gemma3-270m``), a local folder,
-    or any Hub model id (loaded the ordinary way, so ``HF_ENDPOINT`` and the HF cache apply).
+    or any Hub model id (loaded the ordinary way, so ``HF_ENDPOINT`` and the HF cache apply; a name
+    that is none of these is refused first, see :func:`check_model_name`).
     Returns ``(model, tokenizer)`` with the model in eval mode, on ``device`` when given (else
     where ``from_pretrained`` put it); the tokenizer gets a pad token (its EOS) when it has none.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    extra = dict(kwargs)
+    local = {"local_files_only": True} if check_model_name(name_or_path) else {}
+    extra = dict(kwargs) | local
     if attn_implementation is not None:
         extra["attn_implementation"] = attn_implementation
 
     def _load(path):
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path, **local)
         mdl = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
         return mdl, tok
 

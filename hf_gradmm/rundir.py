@@ -20,9 +20,16 @@ push read through them, so the layout is spelled out in this one file.
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import json
 import os
 import secrets
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -45,6 +52,10 @@ BUILD_REPORT = "build_report.json"
 CONFIG_FILE = "gradmm_config.yaml"
 MEMORISATION = "memorisation.jsonl"
 MEMORISATION_LOCAL = "memorisation_with_real_texts.jsonl"  # names real training texts: never pushed
+LOCK = ".hf_gradmm.lock"  # held (flock) by the one process working in a folder; never pushed
+COMMAND_ENV = "HF_GRADMM_COMMAND"  # the command line as typed, set by the CLI (lock file, resume hint)
+LOCK_ENV = "HF_GRADMM_LOCKED"  # the folder a launching process holds for the processes it starts
+MIN_FREE_BYTES = 200 * 2**20  # round files and the dataset are small; trajectory checkpoints are counted apart
 
 
 class SynthesisError(RuntimeError):
@@ -52,10 +63,145 @@ class SynthesisError(RuntimeError):
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file: a crash leaves the old file or the new one."""
+    """Write ``text`` to ``path`` through a temporary file, flushed to disk before it replaces
+    ``path``: a crash or a kill leaves the old file or the new one, never half of one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def check_output_dir(folder: str | Path, flag: str = "--output-dir", needed_bytes: int = MIN_FREE_BYTES) -> None:
+    """Refuse an output folder that cannot be used (a file of that name, no write permission, a
+    read-only file system, too little free space) before anything is loaded, naming the fix. Nothing
+    is created."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SynthesisError(f"{flag} {folder} is a file, not a folder. Choose a folder path ({flag} runs/my_run).")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise SynthesisError(f"{flag} {folder}: {existing} is a file, so no folder can be made under it.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == folder else f" ({existing}, where it would be made)"
+        raise SynthesisError(
+            f"{flag} {folder} is not writable{where}: no permission or a read-only file system. Choose a folder "
+            f"you can write to, e.g. {flag} ~/hf_gradmm_runs/run1."
+        )
+    free = shutil.disk_usage(existing).free
+    if free < needed_bytes:
+        raise SynthesisError(
+            f"{flag} {folder}: only {free / 2**20:.0f} MiB free on its disk, and this run needs about "
+            f"{needed_bytes / 2**20:.0f} MiB. Free some space or choose a folder on another disk."
+        )
+
+
+_held: dict[Path, tuple[int, int]] = {}  # folder -> (lock file descriptor, nesting depth) in this process
+
+
+@contextmanager
+def folder_lock(folder: str | Path, command: str) -> Iterator[None]:
+    """Hold ``folder``'s exclusive lock for the block, so two runs (or a run and a build or push)
+    never write the same folder: a second one is refused at once, naming the process that holds it.
+    The lock is an ``flock`` on ``folder/.hf_gradmm.lock``: the system drops it when the holder
+    dies (even by SIGKILL), so a stale file never blocks. Re-entrant within a process; processes
+    started while it is held (``--num-processes``) inherit it through ``HF_GRADMM_LOCKED``."""
+    folder = Path(folder).resolve()
+    if folder in _held or os.environ.get(LOCK_ENV) == str(folder):
+        fd, depth = _held.get(folder, (-1, 0))
+        _held[folder] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _held.pop(folder)
+            if depth > 1:
+                _held[folder] = (fd, depth - 1)
+        return
+    check_output_dir(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise SynthesisError(
+                f"{folder} is in use by another hf-gradmm process ({holder}). Wait for it to finish or stop it, "
+                "then run again (synthesize: with --resume to continue its rounds); or use another folder."
+            ) from None
+        try:  # the holder before us may have removed the file between our open and our lock: retry
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "command": command, "started": started}).encode())
+    _held[folder] = (fd, 1)
+    outer = os.environ.get(LOCK_ENV)
+    os.environ[LOCK_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        _held.pop(folder, None)
+        if outer is None:
+            os.environ.pop(LOCK_ENV, None)
+        else:
+            os.environ[LOCK_ENV] = outer
+        path.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds a lock, from what the holder wrote into the lock file."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "it is starting"
+    return f"pid {info.get('pid')}, {info.get('command')}, since {info.get('started')}"
+
+
+def command_line() -> str:
+    """This process's command line, as a user would type it again."""
+    import shlex
+
+    if os.environ.get(COMMAND_ENV):
+        return os.environ[COMMAND_ENV]
+    name = Path(sys.argv[0]).name if sys.argv else "python"
+    return shlex.join(["hf-gradmm" if name in ("hf-gradmm", "__main__.py") else name, *sys.argv[1:]])
+
+
+def finished_round_count(folder: str | Path) -> int:
+    """How many round files of ``folder`` read back whole (the rounds a resume keeps)."""
+    return len(_read_rounds(Path(folder) / ROUNDS_DIR)[0])
+
+
+def unreadable_rounds(folder: str | Path) -> list[str]:
+    """One message per round file of ``folder`` that does not read back whole."""
+    return _read_rounds(Path(folder) / ROUNDS_DIR)[1]
+
+
+def _read_rounds(rounds_dir: Path) -> tuple[list[RoundRecord], list[str]]:
+    """The round files that read back whole, and a message per file that does not. Such a file
+    (cut mid-way by a full disk, or by a copy that was not atomic) counts as unfinished: its round is
+    made again and the file replaced when it is; the good rounds are never touched."""
+    records, problems = [], []
+    for path in sorted(rounds_dir.glob("round_*.json")) if rounds_dir.exists() else []:
+        try:
+            records.append(RoundRecord(**json.loads(path.read_text())))
+        except (ValueError, TypeError, UnicodeDecodeError) as err:
+            problems.append(
+                f"{path} is unreadable ({type(err).__name__}: {str(err)[:80]}); its round counts as unfinished "
+                "and is made again (the file is replaced when it is)."
+            )
+    return records, problems
 
 
 def fingerprint(args: GradMatchConfig, task, model, real_rows: int) -> dict:
@@ -63,7 +209,8 @@ def fingerprint(args: GradMatchConfig, task, model, real_rows: int) -> dict:
     model_config = getattr(model, "config", None)
     return {
         "config": args.fingerprint(),
-        "task": {k: v for k, v in asdict(task).items() if k != "data_files"},
+        # encoding: added later; None (UTF-8) is left out so older folders resume
+        "task": {k: v for k, v in asdict(task).items() if k != "data_files" and (k != "encoding" or v)},
         "model": {
             "name_or_path": getattr(model_config, "_name_or_path", ""),
             "model_type": getattr(model_config, "model_type", ""),
@@ -78,10 +225,16 @@ def open_run(folder: Path, expected: dict, resume: bool, record: bool = True) ->
     folder with rounds that is not resumed. ``record``: write the fingerprint of a new run (with
     ``False`` it refuses the same way but writes nothing, for a check before costly set-up work)."""
     rounds_dir, state_path = folder / ROUNDS_DIR, folder / RUN_STATE
-    finished = sorted(rounds_dir.glob("round_*.json")) if rounds_dir.exists() else []
     expected = json.loads(json.dumps(expected))  # as it reads back from JSON
     if resume and state_path.exists():
-        saved = json.loads(state_path.read_text())
+        try:
+            saved = json.loads(state_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise SynthesisError(
+                f"{state_path} is unreadable, so the rounds in {rounds_dir} cannot be checked against this run's "
+                "settings. Start a new run in another --output-dir (copy the round files there only if you know "
+                "they were made with the same settings)."
+            ) from None
         if saved != expected:
             changed = [
                 f"{section}.{key}"
@@ -93,16 +246,26 @@ def open_run(folder: Path, expected: dict, resume: bool, record: bool = True) ->
                 f"Cannot resume {folder}: the configuration changed ({', '.join(changed)}). Resume with the "
                 "same settings, or start a new run in another --output-dir."
             )
-        return [RoundRecord(**json.loads(p.read_text())) for p in finished]
+        records, problems = _read_rounds(rounds_dir)
+        for problem in problems:
+            warnings.warn(problem, stacklevel=2)
+        return records
+    check_resumable(folder, resume)
+    if record:
+        rounds_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(state_path, json.dumps(expected, indent=2))
+    return []
+
+
+def check_resumable(folder: Path, resume: bool) -> None:
+    """Refuse a new run (no ``resume``) in a folder that holds finished rounds (a cheap check that
+    needs no model: the full fingerprint comparison comes once the model is loaded)."""
+    finished = sorted((Path(folder) / ROUNDS_DIR).glob("round_*.json"))
     if not resume and finished:
         raise SynthesisError(
             f"{folder} already holds {len(finished)} finished round(s). Pass --resume to continue "
             "that run, or choose another --output-dir; nothing was overwritten."
         )
-    if record:
-        rounds_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(state_path, json.dumps(expected, indent=2))
-    return []
 
 
 def save_round(folder: Path, record: RoundRecord) -> None:

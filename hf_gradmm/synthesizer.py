@@ -213,7 +213,14 @@ class GradMatchSynthesizer:
 
     # ------------------------------------------------------------------ the run
     def train(self) -> SynthesisResult:
-        """Run (or resume) the synthesis; returns the texts and writes ``output_dir``."""
+        """Run (or resume) the synthesis; returns the texts and writes ``output_dir``. The main process
+        holds the folder's lock for the whole run: a second run on the same folder is refused at once."""
+        if self.rank != 0:
+            return self._train()
+        with rundir.folder_lock(self.output_dir, rundir.command_line()):
+            return self._train()
+
+    def _train(self) -> SynthesisResult:
         args = self.args
         expected = self._fingerprint()
         rundir.open_run(self.output_dir, expected, args.resume, record=False)  # refuse before any heavy work
@@ -231,6 +238,9 @@ class GradMatchSynthesizer:
                     shard=(self.rank, self.world),
                 )
             done = self._finished_rounds(expected)
+            if self.rank == 0:
+                for problem in rundir.unreadable_rounds(self.output_dir):
+                    self.log({"warning": problem})
             plan = self._schedule()
             self._run_schedule(plan, done)
             if self.world > 1:  # each process wrote its own rounds; all of them meet here

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hf_gradmm.arguments import SEED_MAX, check_choices, check_number
 from hf_gradmm.config import Schedule
 
 
@@ -47,3 +48,12 @@ class BenchArguments:
     )
     json: bool = field(default=False, metadata={"help": "Print JSON."})
     use_cpu: bool = field(default=False, metadata={"help": "Time on the CPU even when a CUDA GPU is available."})
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        for name in ("batch", "seq_len", "repeats", "seeds"):
+            check_number(self, name, 1)
+        for name in ("outer_steps", "inner_steps"):
+            check_number(self, name, 0, note="0 = the schedule's")
+        check_number(self, "label", -1, note="-1 = every class")
+        check_number(self, "seed", 0, SEED_MAX)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from hf_gradmm.lm import predict
-from hf_gradmm.models import MODELS, cache_is_complete, cache_root, load_model_and_tokenizer
+from hf_gradmm.models import MODELS, cache_is_complete, cache_root, check_model_name, load_model_and_tokenizer
 from hf_gradmm.tasks import TASKS, label_token_ids, load_task
 from hf_gradmm.tasks import offline as offline_corpora
 from hf_gradmm.version import __version__
@@ -76,6 +76,7 @@ def preview(task_args, model_args, args: PreviewArguments) -> None:
     The guess is the label word the model scores highest after the template (zero-shot).
     """
     spec = task_args.to_task()
+    check_model_name(model_args.model)  # a misspelt model: refused before the data loads
     start = time.perf_counter()
     data, spec = load_task(spec)
     print(

@@ -3,23 +3,60 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
+from hf_gradmm import rundir
 from hf_gradmm.bench import bench_round, bench_step
-from hf_gradmm.models import load_model_and_tokenizer
+from hf_gradmm.models import check_model_name, load_model_and_tokenizer
 from hf_gradmm.synthesizer import GradMatchSynthesizer
+from hf_gradmm.targets.pool import check_pool
+from hf_gradmm.tasks import load_task
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the message says what was kept and how to go on; the CLI exits with 130."""
+
+
+def interrupted(config) -> Interrupted:
+    """The one line a Ctrl-C of ``synthesize`` prints: the rounds kept and the command that resumes."""
+    kept = rundir.finished_round_count(config.output_dir)
+    again = rundir.command_line()
+    again += "" if config.resume else " --resume"
+    return Interrupted(f"interrupted: {kept} finished round(s) kept in {config.output_dir}; continue with: {again}")
 
 
 def synthesize(config, model_args) -> None:
-    """Run GRADMM and print where the dataset went, a few texts and the calibration figures."""
+    """Run GRADMM and print where the dataset went, a few texts and the calibration figures. The
+    task, the output folder and its lock are checked before the model loads."""
     start = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(
-        model_args.model, dtype=torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
-    )
-    synthesizer = GradMatchSynthesizer(model, config, processing_class=tokenizer)
-    result = synthesizer.train()
+    main = os.environ.get("RANK", "0") == "0"
+    # The output folder, the model name, the data and the pool sizes: refused before the model loads.
+    if main:
+        rundir.check_output_dir(config.output_dir)
+    check_model_name(model_args.model)
+    try:
+        with rundir.folder_lock(config.output_dir, rundir.command_line()) if main else nullcontext():
+            if main:
+                rundir.check_resumable(Path(config.output_dir), config.resume)
+            data, task = load_task(config.to_task())
+            real = data["train" if config.real_split == "train" else "validation"]
+            check_pool(real, task, config.target_examples, config.heldout_examples, config.real_split)
+            model, tokenizer = load_model_and_tokenizer(
+                model_args.model, dtype=torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+            )
+            synthesizer = GradMatchSynthesizer(
+                model, config, data["train"], data["validation"], processing_class=tokenizer, task=task
+            )
+            result = synthesizer.train()
+    except KeyboardInterrupt:
+        if not main:  # the main process reports for all
+            raise Interrupted("") from None
+        raise interrupted(config) from None
     seconds = time.perf_counter() - start
     if synthesizer.rank != 0:  # several processes: the main one reports
         return

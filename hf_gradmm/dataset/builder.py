@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -30,7 +31,7 @@ from typing import Literal
 import yaml
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from hf_gradmm.arguments import check_choices
+from hf_gradmm.arguments import SEED_MAX, check_choices, check_number
 from hf_gradmm.dataset import filters
 from hf_gradmm.dataset.card import dataset_card
 from hf_gradmm.dataset.hub import push_dataset_folder
@@ -130,13 +131,34 @@ class BuilderConfig:
     )
     license: str | None = field(default=None, metadata={"help": "License id for the card (e.g. 'apache-2.0')."})
     seed: int = field(default=42, metadata={"help": "Seed of the real-text samples (demonstrations, reference NLL)."})
+    allow_empty_classes: bool = field(
+        default=False,
+        metadata={
+            "help": "Build even when the filters leave a class with no texts (refused by default: a dataset "
+            "missing a class trains a classifier that never predicts it)."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if not 0.0 < self.near_duplicate_threshold <= 1.0:
-            raise ValueError(f"near_duplicate_threshold must be in (0, 1] (got {self.near_duplicate_threshold}).")
-        if self.top_n < 0 or self.min_words < 0 or self.copy_ngram < 1:
-            raise ValueError("top_n and min_words must be >= 0 and copy_ngram >= 1.")
+        for name in ("fewshot_real_per_class", "minhash_permutations", "copy_ngram", "real_nll_examples"):
+            check_number(self, name, 1)
+        check_number(self, "top_n", 0, note="0 keeps all")
+        check_number(self, "min_words", 0)
+        check_number(self, "max_repeat", 0, note="0 keeps them")
+        if self.max_repeat == 1:
+            raise ValueError("--max-repeat (max_repeat) must be 0 (off) or at least 2; got 1, which drops every text.")
+        check_number(self, "nll_weight", 0)
+        check_number(self, "near_duplicate_threshold", 0, 1, low_open=True)
+        check_number(self, "seed", 0, SEED_MAX)
+        try:  # datasketch splits the permutations into bands for the threshold: too few fail at build time
+            filters.near_duplicates_dropped([], self.near_duplicate_threshold, self.minhash_permutations)
+        except ValueError as err:
+            raise ValueError(
+                f"--near-duplicate-threshold {self.near_duplicate_threshold} needs more than --minhash-permutations "
+                f"{self.minhash_permutations} (datasketch: {err}); raise --minhash-permutations or lower the "
+                "threshold (1.0 keeps all but exact duplicates)."
+            ) from None
 
 
 class SyntheticDatasetBuilder:
@@ -207,11 +229,14 @@ class SyntheticDatasetBuilder:
         args = self.args
         rows = [dict(r) for r in self.rows]
         dropped: dict[str, int] = {}
-        count_in = len(rows)
+        self.class_losses: dict[str, Counter] = {}  # per step, the texts each class lost (names the filter)
+        count_in, given = len(rows), rows
         long_enough, rows = filters.clean(rows, args.min_words, args.max_repeat)  # 1. clean
-        _drop(dropped, "too_short", count_in, long_enough)
-        _drop(dropped, "repetitive", len(long_enough), rows)
+        _drop(dropped, "too_short", given, long_enough, self.class_losses)
+        _drop(dropped, "repetitive", long_enough, rows, self.class_losses)
+        before = [dict(r) for r in rows]
         rows, relabelled = self._label_filtered(rows, dropped)  # 2. label filter
+        _drop({}, "label_mismatch" if args.label_filter == "remove" else "relabelled", before, rows, self.class_losses)
         for r in rows:  # 3. score
             r["score"] = r["match_distance"] + args.nll_weight * r["nll"]
         rows.sort(key=lambda r: r["score"])
@@ -223,6 +248,7 @@ class SyntheticDatasetBuilder:
             # DP: the comparison with the real data stays in the local file; the published columns are empty.
             r.update({k: None if self.dp else m[k] for k in ("longest_common_ngram", "ngram8_share", "copied")})
         rows.sort(key=lambda r: (r["label"], r["round"], r["score"]))
+        self._refuse_empty_classes(rows)
         self.dataset = self._dataset_dict(rows)
         self.report = self._report(rows, count_in, dropped, relabelled)
         return self.dataset
@@ -238,7 +264,7 @@ class SyntheticDatasetBuilder:
             r["fewshot_label"] = int(p.argmax())
             r["fewshot_confidence"] = float(p[r["label"]])
         if args.label_filter == "remove":
-            before = len(rows)
+            before = rows
             rows = [r for r in rows if r["fewshot_label"] == r["label"]]
             _drop(dropped, "label_mismatch", before, rows)
         elif args.label_filter == "relabel":
@@ -262,10 +288,40 @@ class SyntheticDatasetBuilder:
         if args.balance:
             steps.append(("balance", lambda r: filters.balanced(r, self.task.num_labels)))
         for reason, step in steps:
-            before = len(rows)
+            before = rows
             rows = step(rows)
-            _drop(dropped, reason, before, rows)
+            _drop(dropped, reason, before, rows, self.class_losses)
         return rows
+
+    def _refuse_empty_classes(self, rows: list[dict]) -> None:
+        """A class with no texts left is refused (unless ``allow_empty_classes``), naming the steps
+        that removed its texts and the options that keep them."""
+        empty = [c for c in range(self.task.num_labels) if not any(r["label"] == c for r in rows)]
+        if not empty or self.args.allow_empty_classes:
+            return
+        given = Counter(r["label"] for r in self.rows)
+        problems = []
+        for c in empty:
+            name = self.task.label_names[c]
+            losses = [f"{step} {lost[c]}" for step, lost in self.class_losses.items() if lost[c]]
+            if not given[c]:
+                problems.append(f"the synthesis output has no texts of class {name!r}")
+            else:
+                problems.append(f"all {given[c]} texts of class {name!r} were removed ({', '.join(losses)})")
+        fixes = {
+            "too_short": "--min-words 0",
+            "repetitive": "--max-repeat 0",
+            "label_mismatch": "--label-filter relabel or off",
+            "relabelled": "--label-filter off",
+            "near_duplicate": "--near-duplicate-threshold 1.0",
+        }
+        keep = sorted({fixes[r] for r, lost in self.class_losses.items() if r in fixes and any(lost[c] for c in empty)})
+        keep_text = f"Keep more texts ({', '.join(keep)}), make" if keep else "Make"
+        raise ValueError(
+            f"Building {self.source_dir} would leave a class empty: {'; '.join(problems)}. {keep_text} more "
+            "texts (hf-gradmm synthesize ... --per-class N --resume), or pass --allow-empty-classes to build "
+            "it anyway. Nothing was written."
+        )
 
     def _report(self, rows: list[dict], count_in: int, dropped: dict, relabelled: int) -> dict:
         args = self.args
@@ -295,12 +351,12 @@ class SyntheticDatasetBuilder:
         out = {}
         for c, name in enumerate(self.task.label_names):
             mine = [r for r in rows if r["label"] == c]
-            nll = sum(r["nll"] for r in mine) / len(mine) if mine else float("nan")
+            nll = sum(r["nll"] for r in mine) / len(mine) if mine else None  # None: an allowed empty class
             out[name] = {
                 "texts": len(mine),
-                "mean_match_distance": sum(r["match_distance"] for r in mine) / len(mine) if mine else float("nan"),
+                "mean_match_distance": sum(r["match_distance"] for r in mine) / len(mine) if mine else None,
                 "mean_nll": nll,
-                "perplexity": math.exp(nll) if mine else float("nan"),
+                "perplexity": math.exp(nll) if mine else None,
             }
         return out
 
@@ -381,7 +437,12 @@ class SyntheticDatasetBuilder:
         return push_dataset_folder(folder, repo_id, private=private, token=token)
 
 
-def _drop(dropped: dict[str, int], reason: str, before: int, kept: list[dict]) -> None:
-    """Count the rows a step dropped under ``reason`` (steps that drop none are not listed)."""
-    if before - len(kept):
-        dropped[reason] = dropped.get(reason, 0) + before - len(kept)
+def _drop(
+    dropped: dict[str, int], reason: str, before: list[dict], kept: list[dict], by_class: dict | None = None
+) -> None:
+    """Count the rows a step dropped under ``reason`` (steps that drop none are not listed); with
+    ``by_class``, also what each class lost (a relabelling moves texts out of a class)."""
+    if len(before) - len(kept):
+        dropped[reason] = dropped.get(reason, 0) + len(before) - len(kept)
+    if by_class is not None:
+        by_class[reason] = Counter(r["label"] for r in before) - Counter(r["label"] for r in kept)

@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from hf_gradmm.arguments import check_number
 from hf_gradmm.config import GradMatchConfig
 from hf_gradmm.distributed import device
 from hf_gradmm.evaluation import baselines
@@ -103,11 +104,9 @@ class EvaluateArguments:
     )
 
     def __post_init__(self) -> None:
-        if min(self.budget, self.draws, self.seeds, self.bootstrap) < 1:
-            raise ValueError(
-                f"budget, draws, seeds and bootstrap must be >= 1 (got {self.budget}, {self.draws}, "
-                f"{self.seeds}, {self.bootstrap})."
-            )
+        for name in ("budget", "draws", "seeds", "bootstrap", "pool_size"):
+            check_number(self, name, 1)
+        check_number(self, "llm_length", 0, note="0 = the synthesis's length")
 
 
 def split_sample(dataset, n: int, seed: int) -> tuple[list[str], list[int]]:

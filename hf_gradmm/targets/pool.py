@@ -10,6 +10,8 @@ class): the only place a synthesis reads the real data.
 from __future__ import annotations
 
 import random
+import warnings
+from collections import Counter
 
 import torch
 from datasets import Dataset
@@ -23,6 +25,34 @@ from hf_gradmm.tasks import TaskSpec
 
 # parts[c]: one (checkpoint, that checkpoint's objective for class c) per target checkpoint
 Parts = dict[int, list[tuple[Checkpoint, MatchingObjective]]]
+# The most free tokens seq_len 0 (auto) gives a synthetic text: an x-step's time grows with the length, and
+# the mean length of long real texts (thousands of tokens) would make every round take many minutes.
+AUTO_SEQ_LEN_CAP = 128
+_NO_LIMIT = 10**7  # tokenizers without a known limit report model_max_length as ~1e30
+
+
+def check_pool(
+    source: Dataset | None, task: TaskSpec, target_examples: int, heldout_examples: int, split: str = "train"
+) -> None:
+    """Refuse a real split with a class too small for the pool, naming the class, its count and the
+    flags to pass. Counts labels only, so a caller can run it before loading a model."""
+    if source is None or len(source) == 0:
+        raise ValueError(f"The real {split} split is empty; give a dataset with examples.")
+    counts = Counter(source["label"])
+    need = target_examples + heldout_examples
+    short = {name: counts.get(c, 0) for c, name in enumerate(task.label_names) if counts.get(c, 0) < need}
+    if not short:
+        return
+    least = min(counts.get(c, 0) for c in range(task.num_labels))
+    if least == 0:
+        empty = [name for name, n in short.items() if n == 0]
+        raise ValueError(f"Class(es) {empty} have no example in the real {split} split; add examples of them.")
+    heldout = min(heldout_examples, least // 5)
+    raise ValueError(
+        f"Class(es) {short} (examples in the real {split} split) have fewer than target_examples + "
+        f"heldout_examples = {target_examples} + {heldout_examples} = {need}. Pass e.g. --target-examples "
+        f"{least - heldout} --heldout-examples {heldout} (at most {least} together), or add examples."
+    )
 
 
 def real_pool(
@@ -30,23 +60,14 @@ def real_pool(
 ) -> dict[int, dict[str, list[str]]]:
     """Per class: the ``target`` texts (their mean gradient is the class target) and ``heldout``
     texts (calibration), a seeded draw from ``source``; the evaluation harness and the audit reuse it."""
-    if source is None or len(source) == 0:
-        raise ValueError(f"The real {split} split is empty; give a dataset with examples.")
+    check_pool(source, task, target_examples, heldout_examples, split)
     need = target_examples + heldout_examples
     rng = random.Random(seed)
     pool = {}
     labels = source["label"]
     texts = source["text"]
-    for c, name in enumerate(task.label_names):
+    for c in range(task.num_labels):
         idx = [i for i, lab in enumerate(labels) if lab == c]
-        if not idx:
-            raise ValueError(f"Class {name!r} has no example in the real {split} split.")
-        if len(idx) < need:
-            raise ValueError(
-                f"Class {name!r} has {len(idx)} examples in the real {split} split, fewer than "
-                f"target_examples + heldout_examples = {target_examples} + {heldout_examples}. "
-                "Lower --target-examples / --heldout-examples or use a larger split."
-            )
         rng.shuffle(idx)
         pool[c] = {
             "target": [texts[i] for i in idx[:target_examples]],
@@ -55,13 +76,66 @@ def real_pool(
     return pool
 
 
-def text_lengths(pool: dict, tokenizer, seq_len: int) -> dict[int, int]:
+def context_length(model, tokenizer) -> int | None:
+    """The longest input ``model`` takes: the smaller of ``tokenizer.model_max_length`` and
+    ``model.config.max_position_embeddings``, leaving out unset values (None, the ~1e30 sentinel)."""
+    config = getattr(model, "config", None)
+    sizes = (getattr(tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None))
+    known = [int(n) for n in sizes if isinstance(n, int) and 0 < n < _NO_LIMIT]
+    return min(known) if known else None
+
+
+def fit_context(pool: dict, tokenizer, task: TaskSpec, context: int | None) -> dict:
+    """The pool with every text whose prompt (template and special tokens included) is longer than
+    ``context`` tokens cut to its first tokens, so that the label is still predicted after the whole
+    template; warns with the count per class. ``context`` None: the pool unchanged."""
+    if context is None:
+        return pool
+    cut: Counter = Counter()
+
+    def fit(text: str, c: int) -> str:
+        ids, excess = text_ids(tokenizer, text), len(tokenizer(task.format_prompt(text))["input_ids"]) - context
+        keep = len(ids)
+        while excess > 0:  # decoding a prefix and re-tokenising may shift a token: check again
+            keep -= excess
+            if keep < 1:
+                raise ValueError(
+                    f"The template {task.template!r} alone is longer than the model's context of {context} tokens."
+                )
+            text = tokenizer.decode(ids[:keep])
+            excess = len(tokenizer(task.format_prompt(text))["input_ids"]) - context
+        cut[c] += keep < len(ids)
+        return text
+
+    out = {c: {part: [fit(t, c) for t in texts] for part, texts in parts.items()} for c, parts in pool.items()}
+    if sum(cut.values()):
+        per_class = ", ".join(f"{task.label_names[c]} {n}" for c, n in sorted(cut.items()) if n)
+        total = sum(len(texts) for parts in pool.values() for texts in parts.values())
+        warnings.warn(
+            f"{sum(cut.values())} of the {total} real examples in the target pool ({per_class}) are longer than "
+            f"the model's context of {context} tokens with the template; each was cut to its first tokens to fit.",
+            stacklevel=2,
+        )
+    return out
+
+
+def text_lengths(pool: dict, tokenizer, seq_len: int, label_names: list[str] | None = None) -> dict[int, int]:
     """Free tokens per text, per class: ``seq_len``, or (0) the mean token length of the class's
-    target examples, as the reference code does."""
+    target examples, as the reference code does, capped at :data:`AUTO_SEQ_LEN_CAP` (with a warning
+    naming the classes and the means)."""
     if seq_len:
         return {c: seq_len for c in pool}
     lengths = {c: [len(text_ids(tokenizer, t)) for t in pool[c]["target"]] for c in pool}
-    return {c: max(2, round(sum(n) / len(n))) for c, n in lengths.items()}
+    means = {c: max(2, round(sum(n) / len(n))) for c, n in lengths.items()}
+    long = {(label_names[c] if label_names else c): n for c, n in means.items() if n > AUTO_SEQ_LEN_CAP}
+    if long:
+        warnings.warn(
+            f"seq_len 0 (auto): the target examples average {long} tokens (per class), so the synthetic texts are "
+            f"capped at {AUTO_SEQ_LEN_CAP} free tokens (an x-step's time grows with the length). Pass --seq-len N "
+            "to choose the length yourself.",
+            stacklevel=2,
+        )
+    return {c: min(n, AUTO_SEQ_LEN_CAP) for c, n in means.items()}
 
 
 def _targets_at(model, tokenizer, matched, task, pool, label_tokens, args, shard) -> dict[int, ClassTarget]:

@@ -20,7 +20,15 @@ from hf_gradmm.engine.objective import Checkpoint, TrajectoryObjective
 from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.engine.round import RoundSetup
 from hf_gradmm.lm import start_ids
-from hf_gradmm.targets.pool import Parts, class_objectives, class_target_cosine, real_pool, text_lengths
+from hf_gradmm.targets.pool import (
+    Parts,
+    class_objectives,
+    class_target_cosine,
+    context_length,
+    fit_context,
+    real_pool,
+    text_lengths,
+)
 from hf_gradmm.targets.trajectory import load_checkpoints
 from hf_gradmm.tasks import TaskSpec, label_token_ids
 
@@ -57,6 +65,8 @@ def prepare(
     label_tokens = label_token_ids(task, tokenizer)
     matched = prepare_matched(model, args.matched_params)
     pool = real_pool(source, task, args.target_examples, args.heldout_examples, args.seed, args.real_split)
+    pool = fit_context(pool, tokenizer, task, context_length(model, tokenizer))  # warns when it cuts
+    seq_lens = text_lengths(pool, tokenizer, args.seq_len, list(task.label_names))  # before the long work
     emb = model.get_input_embeddings().weight.detach()
     allowed = allowed_vocabulary(tokenizer, emb.shape[0], args.vocab_filter).to(emb.device)
     start = time.perf_counter()
@@ -76,7 +86,7 @@ def prepare(
         embed_norm=float(emb[allowed].float().norm(dim=-1).mean()),
         start_ids=start_ids(tokenizer),
         prefix_ids={c: start_ids(tokenizer, task.class_prefix(c, args.projection_prefix)) for c in parts},
-        seq_lens=text_lengths(pool, tokenizer, args.seq_len),
+        seq_lens=seq_lens,
         objectives=objectives,
         label_names=list(task.label_names),
         pool=pool,

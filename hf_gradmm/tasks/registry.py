@@ -8,14 +8,26 @@ the cross-entropy of the label word's single token predicted after ``template.fo
 
 from __future__ import annotations
 
+import codecs
+import difflib
 import os
 from dataclasses import dataclass, field, replace
+from itertools import zip_longest
+from pathlib import Path
 
 OFFLINE = "offline"
 HUB = "hub"
 LOCAL = "local"
 # The LM prefix that names a class: it keeps the projection, the LM init and the LLM baseline on topic.
 DEFAULT_PREFIX = "Here is a {description} {domain}:"
+DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+# Common label words, by the meaning a class name suggests: what a multi-token word's refusal offers
+# instead (each kept only when it is one token for the tokenizer in use).
+COMMON_LABEL_WORDS = {
+    "neg": ("bad", "terrible", "awful", "boring", "poor", "negative"),
+    "pos": ("great", "good", "excellent", "amazing", "wonderful", "positive"),
+    "neu": ("neutral", "okay", "fine", "average"),
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,7 @@ class TaskSpec:
         offline: Name of the embedded offline corpus (``hf_gradmm.tasks.offline``), if any.
         default_source: Where the data comes from unless the user says otherwise.
         data_files: Local CSV/JSON/parquet file(s) of a user-defined task.
+        encoding: Text encoding of those files (CSV/TSV/JSON); None is UTF-8.
         hub_splits: Source split name per output split (``train``/``validation``/``test``);
             a missing entry is carved from train with a fixed seed. Empty: the source's own
             ``train``/``validation``/``test`` splits, where present.
@@ -58,6 +71,7 @@ class TaskSpec:
     offline: str | None = None
     default_source: str = HUB
     data_files: tuple[str, ...] = ()
+    encoding: str | None = None
     hub_splits: dict[str, str] = field(default_factory=dict)
     names_from_data: bool = False
     demonstrations: tuple[tuple[str, int], ...] = ()
@@ -205,10 +219,16 @@ def get_task(name: str) -> TaskSpec:
         return TASKS[name]
     except KeyError:
         raise ValueError(
-            f"Unknown task {name!r}. Registered tasks: {', '.join(sorted(TASKS))}. For your own data "
-            "use --dataset (a Hub id or a CSV/JSON/parquet file) with --text-column, --label-column "
-            "and --label-words."
+            f"Unknown task {name!r}.{did_you_mean(name, TASKS)} Registered tasks: {', '.join(sorted(TASKS))}. "
+            "For your own data use --dataset (a Hub id or a CSV/JSON/parquet file) with --text-column, "
+            "--label-column and --label-words."
         ) from None
+
+
+def did_you_mean(name: str, known) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``known`` to a mistyped ``name``, else ``''``."""
+    close = difflib.get_close_matches(str(name).lower(), list(known), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def _split_list(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -230,18 +250,28 @@ def resolve_task(
     label_names: str | list[str] | None = None,
     template: str | None = None,
     source: str | None = None,
+    encoding: str | None = None,
 ) -> TaskSpec:
     """Build the task a user asked for: a registered task, optionally overridden, or a custom one.
 
-    ``dataset`` is a Hub dataset id or a local ``.csv``/``.json``/``.jsonl``/``.parquet`` file.
-    A custom task needs ``label_words``; its label names come from ``label_names`` or from the
-    data (a ClassLabel's names, or the sorted distinct label values) when it is loaded.
+    ``dataset`` is a Hub dataset id or a local ``.csv``/``.json``/``.jsonl``/``.parquet`` file
+    (read with ``encoding``, default UTF-8). A custom task needs ``label_words``, one per class and
+    at least two; its label names come from ``label_names`` or from the data (a ClassLabel's names,
+    or the sorted distinct label values) when it is loaded.
     """
     words = _split_list(label_words)
     if dataset is None:
         overrides = {"template": template, "text_column": text_column, "label_column": label_column}
         return _registered(task or DEFAULT_TASK, words, {**overrides, "default_source": source})
-    return _custom(task, dataset, dataset_config, words, _split_list(label_names), template, text_column, label_column)
+    spec = _custom(task, dataset, dataset_config, words, _split_list(label_names), template, text_column, label_column)
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(
+                f"--encoding {encoding!r} is not an encoding Python knows; e.g. utf-8, latin-1, cp1252 or utf-16."
+            ) from None
+    return replace(spec, encoding=encoding) if encoding and spec.data_files else spec
 
 
 def _registered(name: str, words: tuple[str, ...], overrides: dict) -> TaskSpec:
@@ -273,7 +303,17 @@ def _custom(task, dataset: str, dataset_config, words, names, template, text_col
         )
     if names and len(names) != len(words):
         raise ValueError(f"--label-names has {len(names)} entries but --label-words has {len(words)}.")
+    if len(words) < 2:
+        raise ValueError(
+            f"A classification task needs at least two classes, but --label-words gives one ({words[0]!r}): "
+            "give one word per class, in label-id order, e.g. --label-words bad,great."
+        )
     is_local = os.path.exists(dataset)
+    if not is_local and Path(dataset).suffix.lower() in DATA_SUFFIXES:
+        raise FileNotFoundError(
+            f"--dataset {dataset!r}: no such file ({Path(dataset).resolve()}). A name ending in "
+            f"{Path(dataset).suffix} is read as a local file; check the path (a Hub dataset id has no file suffix)."
+        )
     if template is not None and "{text}" not in template:
         raise ValueError(f"The template {template!r} has no {{text}} slot; e.g. '{{text}} It was'.")
     return TaskSpec(
@@ -308,10 +348,12 @@ def label_token_ids(spec: TaskSpec, tokenizer) -> list[int]:
             continue
         lead = continuation[: len(continuation) - len(word)]
         variants = dict.fromkeys([word.lower(), word.capitalize(), word.strip().split()[0] if word.strip() else ""])
-        single = [
-            v for v in variants if v and v != word and len(tokenizer.encode(lead + v, add_special_tokens=False)) == 1
-        ]
+        single = [v for v in variants if v and v != word and _one_token(tokenizer, lead + v)]
         hint = f" Single-token variants: {', '.join(single)}." if single else ""
+        taken = set(spec.label_words) | set(single)
+        others = [w for w in _suggested_words(spec, label) if w not in taken and _one_token(tokenizer, lead + w)]
+        others = others[:5]
+        hint += f" Single-token words to try: {', '.join(others)}." if others else ""
         problems.append(
             f"label word {word!r} of class {spec.label_names[label]!r} is {len(pieces)} tokens "
             f"{tokenizer.convert_ids_to_tokens(pieces)} for this tokenizer, not one.{hint}"
@@ -324,3 +366,16 @@ def label_token_ids(spec: TaskSpec, tokenizer) -> list[int]:
     if len(set(ids)) != len(ids):
         raise ValueError(f"Task {spec.name!r}: two classes share a label token ({spec.label_words}).")
     return ids
+
+
+def _one_token(tokenizer, text: str) -> bool:
+    return len(tokenizer.encode(text, add_special_tokens=False)) == 1
+
+
+def _suggested_words(spec: TaskSpec, label: int) -> list[str]:
+    """Common label words for class ``label``: the group its name or description suggests
+    (``neg``ative, ``pos``itive, ``neu``tral) first, then the other groups' words interleaved."""
+    named = f"{spec.label_names[label]} {spec.class_descriptions[label] if spec.class_descriptions else ''}".lower()
+    first = [w for key, words in COMMON_LABEL_WORDS.items() if key in named for w in words]
+    rest = [w for group in zip_longest(*COMMON_LABEL_WORDS.values()) for w in group if w]
+    return list(dict.fromkeys(first + rest))
