@@ -13,6 +13,7 @@ from typing import Literal, get_args, get_origin, get_type_hints
 
 from hf_gradmm.models import DEFAULT_MODEL
 from hf_gradmm.tasks import DEFAULT_TASK, TaskSpec, resolve_task
+from hf_gradmm.tasks.registry import did_you_mean
 
 
 def check_choices(args) -> None:
@@ -64,6 +65,43 @@ def check_number(
     raise ValueError(f"{flag} ({name}) must be {what}{bounds}{f' ({note})' if note else ''}; got {value!r}{text}.")
 
 
+# pip package of each transformers reporting integration whose name is not its package's
+INTEGRATION_PACKAGES = {"azure_ml": "azureml-core", "comet_ml": "comet_ml", "dvclive": "dvclive", "kubeflow": "kfp"}
+
+
+def report_targets(value: str, flag: str = "--report-to", ours: tuple[str, ...] = ("jsonl",)) -> list[str]:
+    """``report_to`` as a list: comma-separated names of ``TrainingArguments.report_to`` (transformers'
+    reporting integrations: tensorboard, wandb, mlflow, trackio, ...; ``all``: every installed one;
+    ``none``) and of ``ours`` (``jsonl``). Refuses an unknown name (with the known ones) and an
+    integration whose package is missing (with the pip command), before any work."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    names = [n.strip() for n in str(value).split(",") if n.strip()] or ["none"]
+    if "none" in names:
+        if len(names) > 1:
+            raise ValueError(f"{flag} {value!r}: 'none' cannot be combined with other names.")
+        return []
+    available = get_available_reporting_integrations()
+    names = [m for n in names for m in ([*ours, *available] if n == "all" else [n])]
+    known = (*ours, *INTEGRATION_TO_CALLBACK, "all", "none")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"{flag} {unknown[0]!r} is not a reporting target.{did_you_mean(unknown[0], known)} Known: "
+            f"{', '.join(known)} (comma-separated for several, e.g. jsonl,tensorboard)."
+        )
+    missing = [n for n in names if n not in ours and n != "flyte" and n not in available]
+    if missing:
+        packages = " ".join(INTEGRATION_PACKAGES.get(n, n) for n in missing)
+        raise ValueError(
+            f"{flag} {','.join(missing)}: the package is not installed. Install it with `pip install {packages}`"
+            + (" (or `pip install 'hf-gradmm[tensorboard]'`)" if "tensorboard" in missing else "")
+            + f", or leave it out of {flag}."
+        )
+    return list(dict.fromkeys(names))
+
+
 @dataclass
 class TaskArguments:
     """Which labelled data to use and how to prompt it."""
@@ -72,7 +110,7 @@ class TaskArguments:
         default=DEFAULT_TASK,
         metadata={
             "help": "Registered task: rotten_tomatoes, tweet_sentiment (both offline), sst2, emotion, "
-            "imdb, ag_news (Hub). Ignored when --dataset is given, except as the custom task's name."
+            "imdb, ag_news (Hub). With --dataset / --train-file it is set to your task's name (--task-name)."
         },
     )
     task_source: str | None = field(
@@ -84,7 +122,40 @@ class TaskArguments:
     )
     dataset: str | None = field(
         default=None,
-        metadata={"help": "Your own data: a Hub dataset id or a local .csv/.tsv/.json/.jsonl/.parquet file."},
+        metadata={
+            "help": "Your own data: a Hub dataset id or a local .csv/.tsv/.json/.jsonl/.parquet file (its validation "
+            "and test splits are carved from it; for files of your own per split use --train-file)."
+        },
+    )
+    train_file: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Your own training split: one or several local .csv/.tsv/.json/.jsonl/.parquet files (as "
+            "run_glue.py's --train_file; YAML: a path or a list). With --validation-file / --test-file those splits "
+            "are yours; a split without files is carved from the training data (10 percent, stratified, fixed seed)."
+        },
+    )
+    validation_file: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Your own validation split, one or several files (the harness's dev choice, --real-split "
+            "validation). Needs --train-file."
+        },
+    )
+    test_file: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Your own test split, one or several files: read only by `hf-gradmm evaluate`, once per run; "
+            "it never reaches the targets, the held-out texts or the dev choice. Needs --train-file."
+        },
+    )
+    task_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name of your own task (--dataset / --train-file), recorded in run_state.json, config.yaml, "
+            "the dataset card and results. Default: the training file's name without its suffix (or the Hub id's "
+            "last part)."
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     text_column: str | None = field(default=None, metadata={"help": "Column holding the text (default 'text')."})
@@ -106,6 +177,21 @@ class TaskArguments:
         default=None,
         metadata={"help": "Prompt with a {text} slot; the label word is predicted right after it."},
     )
+    domain: str | None = field(
+        default=None,
+        metadata={
+            "help": "What one example is, in plain words (e.g. 'support ticket'; default: the task's, 'text' for "
+            "your own data). Used by the class-naming prefix ('Here is a {description} {domain}:') that keeps the "
+            "projection and the LM init on topic, by the model's own samples and by the builder's label filter."
+        },
+    )
+    class_descriptions: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated plain-words description per class, in label order (e.g. 'angry,satisfied'; "
+            "default: the task's, or the class names for your own data). Used where --domain is."
+        },
+    )
     encoding: str | None = field(
         default=None,
         metadata={
@@ -115,7 +201,12 @@ class TaskArguments:
     )
 
     def __post_init__(self) -> None:
-        self.to_task()  # an unknown task or bad task options: refused when parsed, before any model loads
+        for name in ("train_file", "validation_file", "test_file"):  # a YAML string is one path
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
+        spec = self.to_task()  # an unknown task or bad task options: refused when parsed, before any model loads
+        if spec.custom:
+            self.task = spec.name  # the custom task's own name, not the registered default, in the run's config
 
     def to_task(self) -> TaskSpec:
         """The task these arguments describe (errors name the problem and the fix)."""
@@ -130,6 +221,12 @@ class TaskArguments:
             template=self.template,
             source=self.task_source,
             encoding=self.encoding,
+            train_files=self.train_file,
+            validation_files=self.validation_file,
+            test_files=self.test_file,
+            domain=self.domain,
+            class_descriptions=self.class_descriptions,
+            task_name=self.task_name,
         )
 
 

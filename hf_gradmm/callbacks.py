@@ -8,6 +8,10 @@ projected batch, ``best_distance``, ``x_distance`` of the continuous iterate, ``
 ``class``), ``on_epoch_end`` after each round, and ``on_substep_end`` within a round with
 ``stage`` (``projection``, ``x_step``, ``refine``), ``step`` and ``steps``. (The callback that fine-tunes models on the
 texts as they come is :class:`hf_gradmm.evaluation.TransferCallback`.)
+
+``report_to`` integrations (TensorBoard, W&B, MLflow, trackio, ...) are transformers' own callbacks
+(:func:`reporting_callbacks`); they read ``TrainingArguments`` fields, so they get
+:class:`ReportingArguments`, which stands for the synthesis config.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
+from transformers.integrations import get_reporting_integration_callbacks
 
 from hf_gradmm.rundir import LOG_HISTORY
 
@@ -84,3 +89,32 @@ class JsonlLoggerCallback(TrainerCallback):
         if logs:
             with open(self.path, "a") as fh:
                 fh.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class ReportingArguments(TrainingArguments):
+    """The ``TrainingArguments`` that transformers' reporting callbacks are given during a synthesis:
+    their Trainer-side fields (``output_dir``, ``run_name``, ``report_to``, ...) are set from the
+    synthesis config, and what they record as the run's arguments (``to_dict``, hence
+    ``to_json_string`` and ``to_sanitized_dict``) is the synthesis config itself."""
+
+    def to_dict(self) -> dict:
+        return dict(self.synthesis_config)
+
+
+def reporting_callbacks(config, integrations: list[str]) -> tuple[list[TrainerCallback], TrainingArguments | None]:
+    """transformers' callbacks for ``integrations`` (names of ``TrainingArguments.report_to``) and the
+    arguments they are called with; TensorBoard writes under ``config.output_dir/runs`` (or
+    ``TENSORBOARD_LOGGING_DIR``), as with a Trainer."""
+    if not integrations:
+        return [], None
+    args = ReportingArguments(
+        output_dir=config.output_dir,
+        run_name=Path(config.output_dir).name,
+        report_to=integrations,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        use_cpu=config.use_cpu,
+        disable_tqdm=True,
+    )
+    args.synthesis_config = config.to_dict()
+    return [cls() for cls in get_reporting_integration_callbacks(integrations)], args

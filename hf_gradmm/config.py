@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from hf_gradmm.arguments import SEED_MAX, TaskArguments, check_choices, check_number
+from hf_gradmm.arguments import SEED_MAX, TaskArguments, check_choices, check_number, report_targets
 from hf_gradmm.targets.privacy import check_config
 
 # schedule -> (outer_steps, inner_steps, refine_steps); seconds per round in docs/performance.md
@@ -317,10 +317,14 @@ class GradMatchConfig(TaskArguments):
         },
     )
     logging_steps: int = field(default=1, metadata={"help": "Log every N outer iterations."})
-    report_to: Literal["jsonl", "none"] = field(
+    report_to: str = field(
         default="jsonl",
         metadata={
-            "help": "'jsonl': append every log to output_dir/log_history.jsonl; 'none': callbacks only.",
+            "help": "Where the run's logs go, comma-separated: 'jsonl' (append every log to "
+            "output_dir/log_history.jsonl), any of TrainingArguments.report_to's integrations ('tensorboard', "
+            "'wandb', 'mlflow', 'trackio', ...: transformers' own callbacks, event files under output_dir/runs for "
+            "TensorBoard; their packages are optional extras), 'all' (jsonl and every installed integration) or "
+            "'none' (callbacks only).",
         },
     )
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
@@ -343,6 +347,7 @@ class GradMatchConfig(TaskArguments):
 
     def __post_init__(self) -> None:
         check_choices(self)
+        report_targets(self.report_to)  # an unknown name or a missing package: refused before any work
         super().__post_init__()  # the task: an unknown name or bad task options refused when parsed
         for name in (
             *("per_class", "texts_per_round", "topk", "select_pool", "init_candidates", "target_examples"),
@@ -443,12 +448,17 @@ class GradMatchConfig(TaskArguments):
         return {
             k: v
             for k, v in self.to_dict().items()
-            if k not in RUNTIME_FIELDS and k != "schedule" and LATER_DEFAULTS.get(k, object()) != v
+            if k not in RUNTIME_FIELDS and k not in ("schedule", "task_name") and LATER_DEFAULTS.get(k, object()) != v
         }
 
 
 # Fields added after folders were made, with the value that means "as before".
-LATER_DEFAULTS = {"target_control": "off", "select_pool": 300, "encoding": None}
+LATER_DEFAULTS = {
+    "target_control": "off",
+    "select_pool": 300,
+    "encoding": None,
+    **dict.fromkeys(("train_file", "validation_file", "test_file", "domain", "class_descriptions"), None),
+}
 
 # The runtime section's fields: where and how a run reports, not what it computes; a resume may change them.
 RUNTIME_FIELDS = ("output_dir", "resume", "logging_steps", "report_to", "disable_tqdm", "num_processes", "use_cpu")

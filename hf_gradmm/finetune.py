@@ -38,6 +38,14 @@ class FinetuneConfig:
     finetune: Literal["full", "lora"] = field(
         default="full", metadata={"help": "'full' (all weights) or 'lora' (peft LoRA adapters)."}
     )
+    head: Literal["label-word", "classifier"] = field(
+        default="label-word",
+        metadata={
+            "help": "What is trained: 'label-word' (the causal LM predicts the class's label word after the task "
+            "template, as everywhere in hf_gradmm) or 'classifier' (AutoModelForSequenceClassification: the same body "
+            "with a fresh classification head on the raw text, as run_glue.py trains it)."
+        },
+    )
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (full); LoRA uses lora_lr."})
     lora_lr: float = field(default=5e-4, metadata={"help": "Learning rate of LoRA fine-tuning."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank (adapters on every linear layer)."})
@@ -125,6 +133,38 @@ class BestOnDevCallback(TrainerCallback):
                     params[name].copy_(value.to(params[name].device))
 
 
+def recipe_arguments(
+    config: FinetuneConfig,
+    learning_rate: float,
+    seed: int,
+    has_dev: bool,
+    output_dir: str,
+    report_to: list[str] | None = None,
+    **overrides,
+) -> TrainingArguments:
+    """The ``TrainingArguments`` of the recipe both heads share: ``max_steps`` at a constant learning
+    rate, a dev evaluation every ``eval_steps``, seeded, no progress bar. With ``report_to``
+    integrations it logs every step (and each dev evaluation) into ``output_dir`` (TensorBoard: its
+    ``runs/``); ``overrides`` are the head's own fields."""
+    logging = {"logging_steps": 1, "run_name": Path(output_dir).name} if report_to else {"logging_strategy": "no"}
+    fields = dict(
+        output_dir=output_dir,
+        report_to=list(report_to or []),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=32,
+        learning_rate=learning_rate,
+        lr_scheduler_type="constant",
+        eval_strategy="steps" if has_dev else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+    )
+    return TrainingArguments(**{**fields, **logging, **overrides})
+
+
 def _trainable_copy(model, config: FinetuneConfig):
     """A copy of ``model`` in training mode, all weights trainable (full) or LoRA adapters on every
     linear layer; and its learning rate."""
@@ -151,6 +191,8 @@ def finetune(
     checkpoint_dir: str | None = None,
     save_steps: int = 0,
     use_cpu: bool = False,
+    report_to: list[str] | None = None,
+    report_dir: str | None = None,
 ):
     """Fine-tune a copy of ``model`` on (texts, labels); returns (model, dev history, best step).
 
@@ -158,7 +200,10 @@ def finetune(
     without one it is the last step's, after exactly ``max_steps`` steps. ``checkpoint_dir``
     with ``save_steps``: the Trainer also saves ``checkpoint-<step>`` folders there (model or
     adapter only; the trajectory targets load them). ``use_cpu``: train on the CPU even with a
-    GPU (the Trainer's device otherwise). The input model is not changed.
+    GPU (the Trainer's device otherwise). ``report_to``: the Trainer's reporting integrations
+    (``TrainingArguments.report_to``), logging every step and each dev evaluation, with
+    ``report_dir`` as the Trainer's output folder (TensorBoard writes under ``report_dir/runs``).
+    The input model is not changed.
     """
     model, lr = _trainable_copy(model, config)
     words = label_token_ids(task, tokenizer)
@@ -176,23 +221,16 @@ def finetune(
 
     best = BestOnDevCallback(config.patience)
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=checkpoint_dir or tmp,
-            max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size,
-            per_device_eval_batch_size=32,
-            learning_rate=lr,
-            lr_scheduler_type="constant",
-            eval_strategy="steps" if dev is not None else "no",
-            eval_steps=config.eval_steps,
+        args = recipe_arguments(
+            config,
+            lr,
+            seed,
+            dev is not None,
+            checkpoint_dir or report_dir or tmp,
+            report_to,
             save_strategy="steps" if checkpoint_dir else "no",
             save_steps=save_steps or config.max_steps,
             save_only_model=True,
-            logging_strategy="no",
-            report_to=[],
-            disable_tqdm=True,
-            seed=seed,
-            data_seed=seed,
             remove_unused_columns=False,
             use_cpu=use_cpu,
         )

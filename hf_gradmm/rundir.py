@@ -119,6 +119,7 @@ def folder_lock(folder: str | Path, command: str) -> Iterator[None]:
                 _held[folder] = (fd, depth - 1)
         return
     check_output_dir(folder)
+    made = not folder.exists()  # a folder the lock made is removed again if the block leaves it empty
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     while True:
@@ -155,6 +156,8 @@ def folder_lock(folder: str | Path, command: str) -> Iterator[None]:
             os.environ[LOCK_ENV] = outer
         path.unlink(missing_ok=True)
         os.close(fd)  # releases the lock
+        if made and not any(folder.iterdir()):  # a refusal inside the block leaves no new folder behind
+            folder.rmdir()
 
 
 def _lock_holder(fd: int) -> str:
@@ -209,14 +212,32 @@ def fingerprint(args: GradMatchConfig, task, model, real_rows: int) -> dict:
     model_config = getattr(model, "config", None)
     return {
         "config": args.fingerprint(),
-        # encoding: added later; None (UTF-8) is left out so older folders resume
-        "task": {k: v for k, v in asdict(task).items() if k != "data_files" and (k != "encoding" or v)},
+        # the files' paths change no text; encoding (added later): None is left out so older folders resume
+        "task": {
+            k: v
+            for k, v in asdict(task).items()
+            if k not in ("data_files", "split_files", "custom") and (k != "encoding" or v)
+        },
         "model": {
             "name_or_path": getattr(model_config, "_name_or_path", ""),
             "model_type": getattr(model_config, "model_type", ""),
             "parameters": sum(p.numel() for p in model.parameters()),
         },
         "data": {"real_rows": real_rows},
+    }
+
+
+def _deciding(fingerprint: dict) -> dict:
+    """The parts of a fingerprint a resume compares: all, except the name of a custom task (the user's
+    --dataset / --train-file: a label that changes no text, and 'custom' or the registered default in
+    folders made before it was recorded)."""
+    config = fingerprint.get("config", {})
+    if not (config.get("dataset") or config.get("train_file")):
+        return fingerprint
+    return {
+        **fingerprint,
+        "config": {k: v for k, v in config.items() if k != "task"},
+        "task": {k: v for k, v in fingerprint.get("task", {}).items() if k != "name"},
     }
 
 
@@ -235,10 +256,11 @@ def open_run(folder: Path, expected: dict, resume: bool, record: bool = True) ->
                 "settings. Start a new run in another --output-dir (copy the round files there only if you know "
                 "they were made with the same settings)."
             ) from None
-        if saved != expected:
+        saved, wanted = _deciding(saved), _deciding(expected)
+        if saved != wanted:
             changed = [
                 f"{section}.{key}"
-                for section, values in expected.items()
+                for section, values in wanted.items()
                 for key in sorted(set(values) | set(saved.get(section, {})))
                 if saved.get(section, {}).get(key) != values.get(key)
             ]

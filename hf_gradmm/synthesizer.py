@@ -22,7 +22,8 @@ from datasets import ClassLabel, Dataset, Features, Value
 from transformers import TrainerControl, TrainerState
 
 from hf_gradmm import rundir
-from hf_gradmm.callbacks import JsonlLoggerCallback, SynthesisProgressCallback
+from hf_gradmm.arguments import report_targets
+from hf_gradmm.callbacks import JsonlLoggerCallback, SynthesisProgressCallback, reporting_callbacks
 from hf_gradmm.config import GradMatchConfig
 from hf_gradmm.diagnostics import run_metrics
 from hf_gradmm.distributed import barrier, device, gather, world
@@ -122,8 +123,14 @@ class GradMatchSynthesizer:
         self.rank, self.world = world()  # several processes: each makes every world-th round
         main = self.rank == 0
         self.callbacks = [] if self.args.disable_tqdm or not main else [SynthesisProgressCallback()]
-        if self.args.report_to == "jsonl" and main:
+        targets = report_targets(self.args.report_to) if main else []
+        if "jsonl" in targets:
             self.callbacks.append(JsonlLoggerCallback(self.output_dir))
+        # report_to integrations: transformers' callbacks, called with TrainingArguments standing for args
+        self._integrations, self._integration_args = reporting_callbacks(
+            self.args, [t for t in targets if t != "jsonl"]
+        )
+        self.callbacks += self._integrations
         for callback in callbacks or []:
             self.add_callback(callback)
         self.state = TrainerState()
@@ -150,8 +157,9 @@ class GradMatchSynthesizer:
     def _event(self, name: str, **kwargs) -> None:
         """Call ``name`` on every callback, as ``transformers.Trainer`` does."""
         for callback in self.callbacks:
+            args = self._integration_args if callback in self._integrations else self.args
             result = getattr(callback, name)(
-                self.args, self.state, self.control, model=self.model, processing_class=self.tokenizer, **kwargs
+                args, self.state, self.control, model=self.model, processing_class=self.tokenizer, **kwargs
             )
             if result is not None:
                 self.control = result

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_gradmm"
 # Lowest first. A module's layer is the entry matching its longest dotted prefix.
 LAYERS = [
     ("foundation", ["version", "distributed", "models", "tasks", "lm", "arguments"]),
-    ("engine", ["engine", "finetune", "label_word_accuracy"]),
+    ("engine", ["engine", "finetune", "classifier", "label_word_accuracy"]),
     ("targets", ["targets"]),
     ("config", ["config"]),
     ("run folder and reports", ["rundir", "diagnostics", "callbacks"]),

@@ -173,3 +173,23 @@ def test_yaml_sets_and_flags_override(tmp_path, monkeypatch):
     config.write_text("lr: .nan\n")
     with pytest.raises(ValueError, match=r"--lr \(lr\) must be a finite number > 0; got nan"):
         _parse("synthesize", ["--config", str(config)])
+
+
+def test_evaluate_refuses_a_model_whose_package_is_missing_before_loading_anything(monkeypatch, tmp_path):
+    """A registered model without its weights package (Gemma before `make gemma`) is named with the
+    install command before the data, the generator or any training set is made."""
+    from dataclasses import replace
+
+    from hf_gradmm import models
+    from hf_gradmm.evaluation import harness
+    from hf_gradmm.finetune import FinetuneConfig
+
+    missing = replace(models.MODELS["gemma3-270m"], name="gemma-missing", package="hf-gradmm-no-such-package")
+    monkeypatch.setitem(models.MODELS, "gemma-missing", missing)
+    monkeypatch.setattr(harness, "load_task", lambda *a: pytest.fail("the data loaded before the refusal"))
+    args = harness.EvaluateArguments(
+        methods="random", models="smollm2-135m,gemma-missing", output=str(tmp_path / "r.json")
+    )
+    with pytest.raises(models.ModelNotAvailableError, match="pip install 'hf-gradmm\\[gemma\\]'"):
+        harness.run_evaluation(GradMatchConfig().to_task(), args, FinetuneConfig())
+    assert not list(tmp_path.iterdir())

@@ -75,7 +75,8 @@ class BuilderConfig:
     fewshot: Literal["task", "real", "none"] = field(
         default="task",
         metadata={
-            "help": "Demonstrations of the label filter: 'task' (the task's hand-written public examples), "
+            "help": "Demonstrations of the label filter: 'task' (the task's hand-written public examples; for your "
+            "own data, which has none, a one-line instruction from --domain and --class-descriptions), "
             "'real' (fewshot_real_per_class real training examples per class: real data reaches the filter), "
             "'none' (zero-shot)."
         },
@@ -208,12 +209,7 @@ class SyntheticDatasetBuilder:
     def _demonstrations(self) -> list[tuple[str, int]]:
         if self.args.fewshot == "none":
             return []
-        if self.args.fewshot == "task":
-            if not self.task.demonstrations:
-                raise ValueError(
-                    f"Task {self.task.name!r} has no hand-written demonstrations; use --fewshot real (real "
-                    "training examples) or --fewshot none (zero-shot)."
-                )
+        if self.args.fewshot == "task":  # none written for a custom task: its instruction stands in
             return list(self.task.demonstrations)
         rng = random.Random(self.args.seed)
         train = self.real["train"]
@@ -257,8 +253,16 @@ class SyntheticDatasetBuilder:
         """Score every text's class with the few-shot classifier; remove or relabel the disagreeing ones."""
         args, relabelled = self.args, 0
         demos = self._demonstrations() if args.label_filter != "off" else []
+        instruction = self.task.instruction() if args.fewshot == "task" else ""
+        texts = [r["text"] for r in rows]
         probs = label_word_logprobs(
-            self.model, self.tokenizer, self.task, [r["text"] for r in rows], demos, calibrate=args.fewshot_calibration
+            self.model,
+            self.tokenizer,
+            self.task,
+            texts,
+            demos,
+            calibrate=args.fewshot_calibration,
+            instruction=instruction,
         ).exp()
         for r, p in zip(rows, probs):
             r["fewshot_label"] = int(p.argmax())

@@ -21,7 +21,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from hf_gradmm.arguments import check_number
+from hf_gradmm.arguments import check_number, report_targets
+from hf_gradmm.classifier import classifier_correct, finetune_classifier
 from hf_gradmm.config import GradMatchConfig
 from hf_gradmm.distributed import device
 from hf_gradmm.evaluation import baselines
@@ -30,7 +31,7 @@ from hf_gradmm.evaluation.readability import label_filter_keep, repetition, samp
 from hf_gradmm.evaluation.report import write_outputs
 from hf_gradmm.finetune import FinetuneConfig, finetune
 from hf_gradmm.lm import label_word_logprobs, mean_text_nll, text_ids
-from hf_gradmm.models import load_model_and_tokenizer
+from hf_gradmm.models import check_model_name, load_model_and_tokenizer
 from hf_gradmm.rundir import read_synthesis_dir
 from hf_gradmm.targets.pool import real_pool
 from hf_gradmm.tasks import TaskSpec, load_task
@@ -102,8 +103,18 @@ class EvaluateArguments:
         default="results.json",
         metadata={"help": "Results JSON; .md table and .png figure beside, training sets in <stem>_training/."},
     )
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": "Where each fine-tuning run logs (its loss every step, its dev accuracy): any of "
+            "TrainingArguments.report_to's integrations, comma-separated ('tensorboard', 'wandb', 'mlflow', "
+            "'trackio', 'all', 'none'), through the Trainer's own callbacks; each run's folder is "
+            "<stem>_runs/<model>/<method>/set<k>_seed<s> (TensorBoard: its runs/ subfolder)."
+        },
+    )
 
     def __post_init__(self) -> None:
+        report_targets(self.report_to, ours=())  # an unknown name or a missing package: refused now
         for name in ("budget", "draws", "seeds", "bootstrap", "pool_size"):
             check_number(self, name, 1)
         check_number(self, "llm_length", 0, note="0 = the synthesis's length")
@@ -195,8 +206,11 @@ def _method_rows(args: EvaluateArguments) -> tuple[list[str], dict[str, list[Pat
     return [m for m in methods if m != "gradmm"] + (list(synthetic) if "gradmm" in methods else []), synthetic
 
 
-def _one_run(model, tok, task, method: str, seed: int, training: tuple | None, dev, test, recipe) -> dict:
-    """Train (or prompt) with one method's set and read the test split once."""
+def _one_run(
+    model, tok, task, method: str, seed: int, training: tuple | None, dev, test, recipe, report: tuple = ([], None)
+) -> dict:
+    """Train (or prompt) with one method's set and read the test split once; ``report``: the
+    fine-tuning's (report_to integrations, run folder)."""
     run: dict[str, Any] = {"method": method, "seed": seed}
     if method == "zero_shot":
         correct = test_correct(model, tok, task, test)
@@ -205,8 +219,16 @@ def _one_run(model, tok, task, method: str, seed: int, training: tuple | None, d
         random.Random(seed).shuffle(demos)
         run["examples"] = len(training[0])
         correct = test_correct(model, tok, task, test, demos)
+    elif recipe.head == "classifier":
+        clf, history, best_step = finetune_classifier(
+            model, tok, task.num_labels, *training, dev, recipe, seed, report_to=report[0], report_dir=report[1]
+        )
+        run.update(examples=len(training[0]), dev_history=history, best_step=best_step)
+        correct = classifier_correct(clf, tok, *test)
     else:
-        tuned, history, best_step = finetune(model, tok, task, *training, dev, recipe, seed)
+        tuned, history, best_step = finetune(
+            model, tok, task, *training, dev, recipe, seed, report_to=report[0], report_dir=report[1]
+        )
         run.update(examples=len(training[0]), dev_history=history, best_step=best_step)
         correct = test_correct(tuned, tok, task, test)
     run["test_accuracy"] = sum(correct) / len(correct)
@@ -226,6 +248,20 @@ def save_training_sets(sets: dict[tuple[str, int], tuple], folder: Path) -> dict
     return paths
 
 
+def _check_request(rows: list[str], recipe: FinetuneConfig, names: list[str | None], loaded: dict) -> None:
+    """Refuse, before the data or any model loads, prompting methods under ``--head classifier`` and a
+    model that cannot load (an unknown name, a registered one whose weights package is missing)."""
+    prompted = [m for m in rows if m in ("zero_shot", "few_shot")]
+    if recipe.head == "classifier" and prompted:
+        raise ValueError(
+            f"--head classifier trains a classification head; {' and '.join(prompted)} prompt the LM and train "
+            f"nothing. Leave them out of --methods (e.g. --methods random,llm,gradmm), or use --head label-word."
+        )
+    for name in names:
+        if name and name not in loaded:
+            check_model_name(name)
+
+
 def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConfig, models: dict | None = None) -> dict:
     """Run every (model, method, training set, seed); returns the results dict (also written to
     ``args.output``, with the training sets in ``<stem>_training/``).
@@ -234,8 +270,10 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
     """
     if args.merge:
         return merge_results([Path(p.strip()) for p in args.merge.split(",") if p.strip()], args, task, models)
-    data, task = load_task(task)
     rows, synthetic = _method_rows(args)
+    model_names = [m.strip() for m in args.models.split(",") if m.strip()]
+    _check_request(rows, recipe, [*model_names, args.generator, args.judge], models or {})
+    data, task = load_task(task)
     loaded = dict(models or {})
 
     def get(name):
@@ -247,7 +285,6 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
     synth_config, synth_metrics = GradMatchConfig(), {}
     if first_dir is not None:
         _, synth_config, synth_metrics = read_synthesis_dir(first_dir)
-    model_names = [m.strip() for m in args.models.split(",") if m.strip()]
     generator_name = args.generator or synth_metrics.get("generator") or model_names[0]
     gen_model, gen_tok = get(generator_name)
     dev = split_sample(data["validation"], recipe.dev_examples, seed=0)
@@ -261,14 +298,16 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
     plan = [(m, k, s) for m in rows for k in range(training_set.count(m)) for s in range(args.seeds)]
     plan += [("zero_shot", 0, 0)] * ("zero_shot" in rows)  # deterministic: once
     plan.sort(key=lambda run: rows.index(run[0]))
-    runs = []
+    runs, integrations = [], report_targets(args.report_to, ours=())
     bar = tqdm(total=len(model_names) * len(plan), desc="evaluate", unit="run")
     for model_name in model_names:
         model, tok = get(model_name)
         for method, k, seed in plan:
             bar.set_postfix(model=model_name, method=method, set=k, seed=seed, refresh=False)
             start = time.perf_counter()
-            run = _one_run(model, tok, task, method, seed, sets.get((method, k)), dev, test, recipe)
+            folder = output.with_name(output.stem + "_runs") / Path(model_name).name / method / f"set{k}_seed{seed}"
+            report = (integrations, str(folder) if integrations else None)
+            run = _one_run(model, tok, task, method, seed, sets.get((method, k)), dev, test, recipe, report)
             run.update(set=k, training_file=files.get((method, k)), seconds=time.perf_counter() - start)
             runs.append({"model": model_name, **run})
             bar.update(1)
@@ -331,7 +370,8 @@ def read_results(paths: list[Path]) -> list[dict]:
     out, key = [], None
     for path in paths:
         results = json.loads(path.read_text())
-        mine = (json.dumps(results["recipe"], sort_keys=True), results["test_examples"], results["task"])
+        recipe = {"head": "label-word", **results["recipe"]}  # files from before --head trained label words
+        mine = (json.dumps(recipe, sort_keys=True), results["test_examples"], results["task"])
         if key not in (None, mine):
             raise ValueError(f"{path} was evaluated with another recipe, test split or task than {paths[0]}.")
         key = mine

@@ -47,5 +47,6 @@ def label_filter_keep(model, tokenizer, task: TaskSpec, texts: list[str], labels
     demonstrations and contextually calibrated (``BuilderConfig`` defaults), names their own class."""
     if not texts:
         return 0.0
-    logprobs = label_word_logprobs(model, tokenizer, task, texts, list(task.demonstrations), calibrate=True)
+    demos, instruction = list(task.demonstrations), task.instruction()
+    logprobs = label_word_logprobs(model, tokenizer, task, texts, demos, calibrate=True, instruction=instruction)
     return float((logprobs.argmax(dim=1) == torch.tensor(labels)).float().mean())

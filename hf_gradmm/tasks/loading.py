@@ -114,7 +114,12 @@ def _label_names_from_data(spec: TaskSpec, feature, values: list, where: str) ->
             f"{where}: the data has {len(names)} classes {names} but {len(spec.label_words)} label words "
             f"{spec.label_words} were given; give one word per class, in this order."
         )
-    return replace(spec, label_names=names, class_descriptions=names, names_from_data=False)
+    if spec.class_descriptions and len(spec.class_descriptions) != len(names):
+        raise ValueError(
+            f"{where}: the data has {len(names)} classes {names} but --class-descriptions gives "
+            f"{len(spec.class_descriptions)} {spec.class_descriptions}; give one per class, in this order."
+        )
+    return replace(spec, label_names=names, class_descriptions=spec.class_descriptions or names, names_from_data=False)
 
 
 def _normalise(ds: Dataset, spec: TaskSpec, where: str) -> Dataset:
@@ -228,27 +233,34 @@ def _check_file(path: str, encoding: str | None) -> None:
         raise _empty_file(path, size)
 
 
-def _read_local(spec: TaskSpec, where: str):
-    """The ``datasets`` read of a custom task's files, each checked first; a failure names the file."""
+def _read_local(files: tuple[str, ...], encoding: str | None, where: str) -> Dataset:
+    """The ``datasets`` read of one split's local ``files`` (one format), each checked first; a failure
+    names the file."""
     import datasets
     from datasets.exceptions import DatasetGenerationError
 
-    for path in spec.data_files:
-        _check_file(path, spec.encoding)
-    builder = _local_builder(spec.data_files[0])
-    kwargs = {"delimiter": "\t"} if spec.data_files[0].lower().endswith(".tsv") else {}
-    if spec.encoding and builder != "parquet":
-        kwargs["encoding"] = spec.encoding
+    for path in files:
+        _check_file(path, encoding)
+    builders = {_local_builder(path) for path in files}
+    if len(builders) > 1:
+        raise ValueError(f"{where}: the files of one split must share a format; got {sorted(builders)}.")
+    builder = builders.pop()
+    kwargs = {"delimiter": "\t"} if files[0].lower().endswith(".tsv") else {}
+    if encoding and builder != "parquet":
+        kwargs["encoding"] = encoding
     try:
-        return datasets.load_dataset(builder, data_files=list(spec.data_files), **kwargs)
+        return datasets.load_dataset(builder, data_files=list(files), split="train", **kwargs)
     except DatasetGenerationError as err:  # e.g. a row with more fields than the header
         cause = err.__cause__ or err
         quote = " (in quotes where a text holds the delimiter)" if builder == "csv" else ""
         raise ValueError(
             f"{where}: could not be read as {builder.upper()} ({type(cause).__name__}: {str(cause).strip()}). "
-            f"A valid file has {_VALID_FILE[Path(spec.data_files[0]).suffix.lower()]}{quote}"
+            f"A valid file has {_VALID_FILE[Path(files[0]).suffix.lower()]}{quote}"
         ) from err
     except ValueError as err:  # e.g. a header-only CSV: "corresponds to no data"
+        if "corresponds to no data" in str(err):
+            valid = _VALID_FILE[Path(files[0]).suffix.lower()]
+            raise ValueError(f"{where}: no examples, only a header row. A data file needs {valid}") from None
         raise ValueError(f"{where}: the dataset is empty or unreadable ({err}).") from err
 
 
@@ -301,9 +313,10 @@ def load_task(spec: TaskSpec, source: str | None = None) -> tuple[DatasetDict, T
         return _check_not_empty(_complete_splits(splits), spec), spec
 
     if source == LOCAL:
+        files = {"train": spec.data_files, **spec.split_files}
         where = ", ".join(spec.data_files)
-        raw = _read_local(spec, where)
-        mapping = {"train": "train"}
+        raw = {split: _read_local(paths, spec.encoding, ", ".join(paths)) for split, paths in files.items()}
+        mapping = {split: split for split in raw}
     else:
         where = f"Hub dataset {spec.hub_id}" + (f" ({spec.hub_config})" if spec.hub_config else "")
         _require_hub(spec.hub_id)
@@ -319,6 +332,7 @@ def load_task(spec: TaskSpec, source: str | None = None) -> tuple[DatasetDict, T
                 f"{column.column_names}. Name it with --label-column."
             )
         spec = _label_names_from_data(spec, column.features[spec.label_column], column[spec.label_column], where)
-    splits = {out: _normalise(raw[src], spec, f"{where} [{src}]") for out, src in mapping.items()}
+    names = {split: ", ".join(paths) for split, paths in spec.split_files.items()} if source == LOCAL else {}
+    splits = {out: _normalise(raw[src], spec, names.get(out) or f"{where} [{src}]") for out, src in mapping.items()}
     _check_classes(splits["train"], spec, f"{where} [{mapping['train']}]", _carves(splits))
     return _check_not_empty(_complete_splits(splits), spec), spec

@@ -48,7 +48,11 @@ class TaskSpec:
         text_column / label_column: Column names in the source data.
         offline: Name of the embedded offline corpus (``hf_gradmm.tasks.offline``), if any.
         default_source: Where the data comes from unless the user says otherwise.
-        data_files: Local CSV/JSON/parquet file(s) of a user-defined task.
+        data_files: Local CSV/JSON/parquet file(s) of a user-defined task: its train split.
+        split_files: A user-defined task's own ``validation`` / ``test`` files (run_glue.py's
+            ``--validation_file`` / ``--test_file``); a split without files is carved from train.
+        custom: The task is the user's data (``--dataset`` or ``--train-file``), not a registered one;
+            its name is then only a label (from ``--task-name`` or the file name).
         encoding: Text encoding of those files (CSV/TSV/JSON); None is UTF-8.
         hub_splits: Source split name per output split (``train``/``validation``/``test``);
             a missing entry is carved from train with a fixed seed. Empty: the source's own
@@ -71,6 +75,8 @@ class TaskSpec:
     offline: str | None = None
     default_source: str = HUB
     data_files: tuple[str, ...] = ()
+    split_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    custom: bool = False
     encoding: str | None = None
     hub_splits: dict[str, str] = field(default_factory=dict)
     names_from_data: bool = False
@@ -105,6 +111,16 @@ class TaskSpec:
             domain=self.domain,
             label_word=self.label_words[label],
         )
+
+    def instruction(self) -> str:
+        """The label filter's prompt head for a task without hand-written demonstrations (a custom
+        task): what an example is and which label word names which class, from ``domain`` and
+        ``class_descriptions``; empty when the task has demonstrations (they show it instead)."""
+        if self.demonstrations:
+            return ""
+        names = self.class_descriptions or self.label_names
+        pairs = ", ".join(f'"{w}" for a {d} one' for w, d in zip(self.label_words, names))
+        return f"Each {self.domain} below ends with one word for its class: {pairs}.\n\n"
 
     def label_continuation(self, label: int) -> str:
         """The string whose first (and only) token is the label word of class ``label``."""
@@ -251,19 +267,60 @@ def resolve_task(
     template: str | None = None,
     source: str | None = None,
     encoding: str | None = None,
+    train_files: str | list[str] | tuple[str, ...] | None = None,
+    validation_files: str | list[str] | tuple[str, ...] | None = None,
+    test_files: str | list[str] | tuple[str, ...] | None = None,
+    domain: str | None = None,
+    class_descriptions: str | list[str] | None = None,
+    task_name: str | None = None,
 ) -> TaskSpec:
     """Build the task a user asked for: a registered task, optionally overridden, or a custom one.
 
     ``dataset`` is a Hub dataset id or a local ``.csv``/``.json``/``.jsonl``/``.parquet`` file
-    (read with ``encoding``, default UTF-8). A custom task needs ``label_words``, one per class and
-    at least two; its label names come from ``label_names`` or from the data (a ClassLabel's names,
-    or the sorted distinct label values) when it is loaded.
+    (read with ``encoding``, default UTF-8); ``train_files`` / ``validation_files`` /
+    ``test_files`` (one path or several) are a custom task's own splits instead, as run_glue.py
+    takes them: splits without files are carved from train. A custom task needs ``label_words``,
+    one per class and at least two; its label names come from ``label_names`` or from the data (a
+    ClassLabel's names, or the sorted distinct label values) when it is loaded; its name is
+    ``task_name``, else the train file's (or Hub id's) name. ``domain`` and ``class_descriptions``
+    (one per class) name what an example is and each class in plain words: the class-naming
+    prefix, the model's own samples and the builder's label filter use them.
     """
-    words = _split_list(label_words)
-    if dataset is None:
-        overrides = {"template": template, "text_column": text_column, "label_column": label_column}
+    words, descriptions = _split_list(label_words), _split_list(class_descriptions)
+    files = {s: _paths(v) for s, v in (("train", train_files), ("validation", validation_files), ("test", test_files))}
+    described = {"domain": domain, "class_descriptions": descriptions}
+    if dataset is None and not any(files.values()):
+        overrides = {"template": template, "text_column": text_column, "label_column": label_column, **described}
+        if task_name:
+            raise ValueError(
+                f"--task-name {task_name!r} names your own data; it needs --dataset or --train-file (a registered "
+                "task keeps its own name)."
+            )
         return _registered(task or DEFAULT_TASK, words, {**overrides, "default_source": source})
-    spec = _custom(task, dataset, dataset_config, words, _split_list(label_names), template, text_column, label_column)
+    if dataset is not None and files["train"]:
+        raise ValueError(
+            f"--dataset {dataset!r} and --train-file {', '.join(files['train'])} both name the training data: give one "
+            "(--train-file with --validation-file / --test-file for your own splits)."
+        )
+    if not files["train"] and dataset is not None and os.path.exists(dataset):
+        files["train"] = (dataset,)
+    if (files["validation"] or files["test"]) and not files["train"]:
+        raise ValueError(
+            "--validation-file / --test-file need the training data as a local file too: pass --train-file train.csv "
+            f"(a Hub dataset, here {dataset!r}, brings its own splits)."
+            if dataset
+            else "--validation-file / --test-file need --train-file (the training split's file) too."
+        )
+    for split, paths in files.items():
+        for path in paths:
+            _check_local_path(path, f"--{split}-file" if split != "train" or dataset is None else "--dataset")
+    source = files["train"][0] if files["train"] else dataset
+    spec = _custom(task, source, dataset_config, words, _split_list(label_names), template, text_column, label_column)
+    spec = replace(spec, name=_custom_name(task_name, task, source), **_described(spec, domain, descriptions))
+    if files["train"]:
+        spec = replace(
+            spec, data_files=files["train"], split_files={k: v for k, v in files.items() if v and k != "train"}
+        )
     if encoding:
         try:
             codecs.lookup(encoding)
@@ -278,6 +335,7 @@ def _registered(name: str, words: tuple[str, ...], overrides: dict) -> TaskSpec:
     """A registered task with the user's label words and other non-empty ``overrides``."""
     spec = get_task(name)
     overrides = {k: v for k, v in overrides.items() if v}
+    overrides.update(_described(spec, overrides.pop("domain", None), overrides.pop("class_descriptions", ())))
     if words:
         if len(words) != spec.num_labels:
             raise ValueError(
@@ -310,18 +368,16 @@ def _custom(task, dataset: str, dataset_config, words, names, template, text_col
         )
     is_local = os.path.exists(dataset)
     if not is_local and Path(dataset).suffix.lower() in DATA_SUFFIXES:
-        raise FileNotFoundError(
-            f"--dataset {dataset!r}: no such file ({Path(dataset).resolve()}). A name ending in "
-            f"{Path(dataset).suffix} is read as a local file; check the path (a Hub dataset id has no file suffix)."
-        )
+        _check_local_path(dataset, "--dataset")
     if template is not None and "{text}" not in template:
         raise ValueError(f"The template {template!r} has no {{text}} slot; e.g. '{{text}} It was'.")
     return TaskSpec(
         name=task if task and task not in TASKS else "custom",
+        custom=True,
         label_names=names or tuple(str(i) for i in range(len(words))),
         label_words=words,
         template=template or _SENTIMENT_TEMPLATE,
-        class_descriptions=names or words,
+        class_descriptions=names,  # names from the data: filled in when it loads
         hub_id=None if is_local else dataset,
         hub_config=dataset_config,
         text_column=text_column or "text",
@@ -330,6 +386,55 @@ def _custom(task, dataset: str, dataset_config, words, names, template, text_col
         data_files=(dataset,) if is_local else (),
         names_from_data=not names,
     )
+
+
+def _paths(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """One path (a YAML string) or several (a flag's values, a YAML list)."""
+    if value is None:
+        return ()
+    return (str(value),) if isinstance(value, (str, os.PathLike)) else tuple(str(v) for v in value)
+
+
+def _check_local_path(path: str, flag: str) -> None:
+    if not os.path.isfile(path):
+        what = "is a folder, not a file" if os.path.isdir(path) else "no such file"
+        raise FileNotFoundError(
+            f"{flag} {path!r}: {what} ({Path(path).resolve()}). "
+            + (
+                f"A name ending in {Path(path).suffix} is read as a local file; check the path (a Hub dataset id has "
+                "no file suffix)."
+                if flag == "--dataset"
+                else "Give a .csv/.tsv/.json/.jsonl/.parquet file."
+            )
+        )
+
+
+def _custom_name(task_name: str | None, task: str | None, source: str) -> str:
+    """A custom task's name: ``--task-name``, else a non-registered ``--task``, else the train file's
+    stem (``reviews`` for ``data/reviews.csv``) or the Hub id's last part."""
+    if task_name:
+        return task_name
+    if task and task not in TASKS:
+        return task
+    return Path(source).stem if os.path.exists(source) else source.rstrip("/").split("/")[-1]
+
+
+def _described(spec: TaskSpec, domain: str | None, descriptions: tuple[str, ...]) -> dict:
+    """The ``domain`` / ``class_descriptions`` overrides of ``spec``, checked: one description per class
+    (a custom task whose class names come from the data is checked when it loads)."""
+    out: dict = {}
+    if domain is not None:
+        if not domain.strip() or "{" in domain:
+            raise ValueError(f"--domain {domain!r}: say what one example is in plain words, e.g. 'support ticket'.")
+        out["domain"] = domain.strip()
+    if descriptions:
+        if len(descriptions) != spec.num_labels and not spec.names_from_data:
+            raise ValueError(
+                f"--class-descriptions has {len(descriptions)} entries {descriptions} but task {spec.name!r} has "
+                f"{spec.num_labels} classes {spec.label_names}: give one per class, in label order, comma-separated."
+            )
+        out["class_descriptions"] = descriptions
+    return out
 
 
 def label_token_ids(spec: TaskSpec, tokenizer) -> list[int]:
