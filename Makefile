@@ -23,7 +23,7 @@ quickstart: install
 	$(BIN)/hf-gradmm build outputs/quickstart
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
 lint: install
 	$(BIN)/ruff check .

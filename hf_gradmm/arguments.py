@@ -158,7 +158,13 @@ class TaskArguments:
         },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
-    text_column: str | None = field(default=None, metadata={"help": "Column holding the text (default 'text')."})
+    text_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column holding the text (default 'text'); a sentence pair's two columns, comma-separated "
+            "(e.g. sentence1,sentence2)."
+        },
+    )
     label_column: str | None = field(
         default=None, metadata={"help": "Column holding the label, int ids or class names (default 'label')."}
     )

@@ -23,6 +23,8 @@ from transformers import (
 )
 
 from hf_gradmm.finetune import BestOnDevCallback, FinetuneConfig, recipe_arguments
+from hf_gradmm.lm import length_batched
+from hf_gradmm.tasks.registry import split_pair
 
 
 def classifier_from_lm(model, tokenizer, num_labels: int, seed: int):
@@ -45,8 +47,17 @@ def classifier_from_lm(model, tokenizer, num_labels: int, seed: int):
     return clf.to(model.device)
 
 
-def _encode(tokenizer, texts: list[str], labels: list[int], max_length: int) -> Dataset:
-    enc = tokenizer([t.strip() for t in texts], truncation=True, max_length=max_length)
+def tokenize(tokenizer, texts: list[str], pair: bool = False, **kwargs):
+    """The tokenizer on ``texts``, or on a pair task's two segments as two sequences (run_glue.py's
+    ``tokenizer(sentence1, sentence2)``)."""
+    if pair:
+        firsts, seconds = zip(*(split_pair(t) for t in texts)) if texts else ((), ())
+        return tokenizer(list(firsts), list(seconds), **kwargs)
+    return tokenizer([t.strip() for t in texts], **kwargs)
+
+
+def _encode(tokenizer, texts: list[str], labels: list[int], max_length: int, pair: bool) -> Dataset:
+    enc = tokenize(tokenizer, texts, pair, truncation=True, max_length=max_length)
     return Dataset.from_dict({**enc, "labels": list(labels)})
 
 
@@ -75,13 +86,14 @@ def finetune_classifier(
     report_to: list[str] | None = None,
     report_dir: str | None = None,
     use_cpu: bool = False,
+    pair: bool = False,
 ):
     """Train a classifier head (and the body, or LoRA adapters) on (texts, labels); returns
     (classifier, dev history, best step) with the best dev evaluation's parameters. The input
-    model is not changed."""
+    model is not changed. ``pair``: the texts are sentence pairs (two sequences to the tokenizer)."""
     clf, lr = _trainable(classifier_from_lm(model, tokenizer, num_labels, seed), config)
-    train = _encode(tokenizer, texts, labels, config.max_length)
-    dev_set = _encode(tokenizer, *dev, config.max_length) if dev is not None else None
+    train = _encode(tokenizer, texts, labels, config.max_length, pair)
+    dev_set = _encode(tokenizer, *dev, config.max_length, pair) if dev is not None else None
 
     def accuracy(pred) -> dict:
         return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
@@ -106,14 +118,14 @@ def finetune_classifier(
 
 
 @torch.no_grad()
-def classifier_correct(clf, tokenizer, texts: list[str], labels: list[int], batch_size: int = 32) -> list[int]:
+def classifier_correct(
+    clf, tokenizer, texts: list[str], labels: list[int], batch_size: int = 32, pair: bool = False
+) -> list[int]:
     """1 where the classifier's class is the label, per text (batches of similar length)."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    preds = [0] * len(texts)
-    for first in range(0, len(order), batch_size):
-        chunk = order[first : first + batch_size]
-        batch = tokenizer([texts[i].strip() for i in chunk], padding=True, truncation=True, return_tensors="pt")
-        logits = clf(**batch.to(clf.device)).logits
-        for i, p in zip(chunk, logits.argmax(-1).tolist()):
-            preds[i] = p
-    return [int(p == y) for p, y in zip(preds, labels)]
+
+    def predict(index: list[int]) -> torch.Tensor:
+        batch = tokenize(tokenizer, [texts[i] for i in index], pair, padding=True, truncation=True, return_tensors="pt")
+        return clf(**batch.to(clf.device)).logits.argmax(-1)
+
+    preds = length_batched([len(t) for t in texts], batch_size, predict)
+    return [] if preds is None else [int(p == y) for p, y in zip(preds.tolist(), labels)]

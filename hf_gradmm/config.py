@@ -55,6 +55,13 @@ class GradMatchConfig(TaskArguments):
             "(with a warning)."
         },
     )
+    second_seq_len: int = field(
+        default=0,
+        metadata={
+            "help": "Sentence-pair tasks: free tokens of the second segment (--seq-len is then the first's). 0 = "
+            "auto: the mean token length of the class's target examples' second segments, capped at 128."
+        },
+    )
     # ---- ADMM ----------------------------------------------------------------------------------
     schedule: Schedule = field(
         default="default",
@@ -354,8 +361,16 @@ class GradMatchConfig(TaskArguments):
             *("trajectory_steps", "trajectory_batch_size", "target_batch_size", "logging_steps", "num_processes"),
         ):
             check_number(self, name, 1)
-        for name, note in (("seq_len", "0 = auto"), ("outer_steps", "0 = the schedule's"), ("heldout_examples", "")):
+        for name, note in (
+            *(("seq_len", "0 = auto"), ("second_seq_len", "0 = auto")),
+            *(("outer_steps", "0 = the schedule's"), ("heldout_examples", "")),
+        ):
             check_number(self, name, 0, note=note)
+        if self.second_seq_len and not self.to_task().is_pair:
+            raise ValueError(
+                f"--second-seq-len {self.second_seq_len} is the second segment's length of a sentence-pair task, but "
+                f"task {self.task!r} has one text per example: use --seq-len, or drop --second-seq-len."
+            )
         check_number(self, "inner_steps", 0, note="0 = the schedule's")
         check_number(self, "refine_steps", -1, note="-1 = the schedule's, 0 = off")
         check_number(self, "projection_beams", 1, self.topk, note="at most --topk")
@@ -457,6 +472,7 @@ LATER_DEFAULTS = {
     "target_control": "off",
     "select_pool": 300,
     "encoding": None,
+    "second_seq_len": 0,
     **dict.fromkeys(("train_file", "validation_file", "test_file", "domain", "class_descriptions"), None),
 }
 

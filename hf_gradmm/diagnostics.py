@@ -16,7 +16,7 @@ import torch
 from hf_gradmm.engine.objective import MatchingObjective
 from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.engine.round import RoundRecord
-from hf_gradmm.lm import encode_prompts, mean_text_nll, sample_texts, token_logprobs
+from hf_gradmm.lm import decode_texts, encode_prompts, mean_text_nll, sample_texts, token_logprobs
 from hf_gradmm.targets.setup import Prepared
 
 
@@ -128,7 +128,16 @@ def calibration(prepared: Prepared, rounds: list[RoundRecord], args) -> dict:
         heldout = pool[c]["heldout"][:batch]
         others = [t for o in pool if o != c for t in pool[o]["heldout"]][:batch]
         gen = torch.Generator().manual_seed(args.seed + 7919 * (c + 1))
-        sampled = sample_texts(prepared.model, prepared.prefix_ids[c], all_tokens, batch, prepared.seq_lens[c], gen)
+        sampled = sample_texts(
+            prepared.model,
+            prepared.prefix_ids[c],
+            all_tokens,
+            batch,
+            prepared.seq_lens[c],
+            gen,
+            1.0,
+            prepared.pinned.get(c),
+        )
         mine = [r for r in rounds if r.label == c]
         if not mine:
             continue
@@ -150,7 +159,7 @@ def calibration(prepared: Prepared, rounds: list[RoundRecord], args) -> dict:
                 for o in prepared.parts
                 if o != c
             },
-            "sampled_examples": prepared.tokenizer.batch_decode(sampled[:3], skip_special_tokens=True),
+            "sampled_examples": decode_texts(prepared.tokenizer, sampled[:3], prepared.pinned.get(c)),
         }
         if len(prepared.parts[c]) > 1:
             entry["per_checkpoint"] = per_checkpoint

@@ -16,11 +16,13 @@ inputs ("N/A", "", "[MASK]") before the argmax (docs/builder.md measures both).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from hf_gradmm.tasks import TaskSpec, label_token_ids
+from hf_gradmm.tasks.registry import join_pair
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
 
@@ -109,19 +111,36 @@ def sample_texts(
     length: int,
     generator: torch.Generator,
     temperature: float = 1.0,
+    pinned: Tensor | None = None,
 ) -> Tensor:
-    """Sample ``batch`` continuations of exactly ``length`` allowed tokens from the LM (B, T)."""
+    """Sample ``batch`` continuations of exactly ``length`` allowed tokens from the LM (B, T);
+    ``pinned`` (T,): a fixed token id per position (a pair's middle template tokens), -1 where free."""
     logits, cache = prefix_state(model, prefix_ids, batch)
     ids = torch.empty(batch, length, dtype=torch.long, device=logits.device)
     banned = ~allowed[: logits.shape[-1]].to(logits.device)
     for t in range(length):
-        logits = logits / temperature
-        logits[:, banned] = -float("inf")
-        probs = torch.softmax(logits, dim=-1).cpu()  # drawn with the (CPU) generator: seeded on any device
-        ids[:, t] = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(ids.device)
+        if pinned is not None and pinned[t] >= 0:
+            ids[:, t] = int(pinned[t])
+        else:
+            logits = logits / temperature
+            logits[:, banned] = -float("inf")
+            probs = torch.softmax(logits, dim=-1).cpu()  # drawn with the (CPU) generator: seeded on any device
+            ids[:, t] = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(ids.device)
         out = model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True)
         logits, cache = out.logits[:, -1, :].float(), out.cache
     return ids
+
+
+def decode_texts(tokenizer, ids: Tensor, pinned: Tensor | None = None) -> list[str]:
+    """The texts of token rows (B, T); with ``pinned`` (a pair's middle template tokens, -1 where free)
+    each row's two free spans, decoded apart and joined (stripped) as a pair task carries them."""
+    if pinned is None:  # as decoded (a leading space kept)
+        return tokenizer.batch_decode(ids, skip_special_tokens=True)
+    fixed = (pinned >= 0).nonzero().flatten()
+    start, end = int(fixed[0]), int(fixed[-1]) + 1
+    firsts = tokenizer.batch_decode(ids[:, :start], skip_special_tokens=True)
+    seconds = tokenizer.batch_decode(ids[:, end:], skip_special_tokens=True)
+    return [join_pair(a, b) for a, b in zip(firsts, seconds)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,31 +173,40 @@ def label_word_logprobs(
     computed once and shared by every batch.
     """
     token_ids = label_token_ids(task, tokenizer)
-    rows = []
     head = instruction + fewshot_prefix(task, demonstrations)
     if head:
         start = tokenizer(head, add_special_tokens=True, return_tensors="pt")
         prefix = model(input_ids=start["input_ids"].to(model.device), use_cache=True).cache
-    # Batches of similar length: padding to a batch's longest prompt is most of the work otherwise.
     prompts = [task.format_prompt(t) for t in texts]
-    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if prompts else []
-    order = sorted(range(len(prompts)), key=lengths.__getitem__)
-    for first in range(0, len(order), batch_size):
-        chunk = [prompts[i] for i in order[first : first + batch_size]]
+
+    def scores(index: list[int]) -> Tensor:
+        chunk = [prompts[i] for i in index]
         if head:
-            rows.append(_after_prefix(model, tokenizer, prefix, chunk)[:, token_ids].float())
-        else:
-            batch = encode_prompts(tokenizer, chunk).to(model.device)
-            rows.append(model(**batch, logits_to_keep=1).logits[:, -1, token_ids].float())
-    if rows:
-        sorted_rows = torch.cat(rows)
-        unsorted = torch.empty_like(sorted_rows)
-        unsorted[torch.tensor(order)] = sorted_rows
-    out = torch.log_softmax(unsorted, dim=-1).cpu() if rows else torch.empty(0, task.num_labels)
+            return _after_prefix(model, tokenizer, prefix, chunk)[:, token_ids].float()
+        batch = encode_prompts(tokenizer, chunk).to(model.device)
+        return model(**batch, logits_to_keep=1).logits[:, -1, token_ids].float()
+
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if prompts else []
+    rows = length_batched(lengths, batch_size, scores)
+    out = torch.log_softmax(rows, dim=-1).cpu() if rows is not None else torch.empty(0, task.num_labels)
     if calibrate and len(out):
         bias = label_word_logprobs(model, tokenizer, task, list(CONTENT_FREE), demonstrations, instruction=instruction)
         bias = bias.mean(0)
         out = torch.log_softmax(out - bias, dim=-1)
+    return out
+
+
+def length_batched(lengths: list[int], batch_size: int, run: Callable[[list[int]], Tensor]) -> Tensor | None:
+    """``run(indices)`` (a tensor with one row per index) on batches of items of similar ``lengths``
+    (padding to a batch's longest item is most of the work otherwise); the rows back in input order,
+    or None when there are no items."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    parts = [run(order[first : first + batch_size]) for first in range(0, len(order), batch_size)]
+    if not parts:
+        return None
+    rows = torch.cat(parts)
+    out = torch.empty_like(rows)
+    out[torch.tensor(order, device=rows.device)] = rows
     return out
 
 

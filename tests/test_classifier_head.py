@@ -34,6 +34,24 @@ def test_head_classifier_refuses_prompting_methods(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_transfer_callback_trains_the_classifier_head(tiny_llama, smollm2_tokenizer, rotten_tomatoes, monkeypatch):
+    """TransferCallback follows the recipe's head: with ``head="classifier"`` it trains a
+    classification head (never the label-word recipe) and reports a test accuracy per seed."""
+    from hf_gradmm.evaluation import TransferCallback, harness
+
+    data, task = rotten_tomatoes
+    called = []
+    monkeypatch.setattr(harness, "finetune", lambda *a, **k: called.append("label-word"))
+    recipe = FinetuneConfig(
+        head="classifier", max_steps=2, eval_steps=1, batch_size=4, dev_examples=8, test_examples=12
+    )
+    callback = TransferCallback({"tiny": (tiny_llama, smollm2_tokenizer)}, task=task, recipe=recipe, seeds=2)
+    texts, labels = split_sample(data["train"], 8, seed=0)
+    scores = callback.evaluate(texts, labels)["tiny"]
+    assert not called and len(scores["test_accuracy"]) == 2
+    assert all(acc * 12 == round(acc * 12) and 0 <= acc <= 1 for acc in scores["test_accuracy"])
+
+
 @pytest.mark.slow
 def test_real_model_classifier_keeps_its_best_dev_checkpoint(smollm2, rotten_tomatoes):
     """On SmolLM2, LoRA: the returned classifier scores on dev exactly the best accuracy of its history."""

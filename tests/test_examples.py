@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-OFFLINE = ["rotten_tomatoes", "tweet_sentiment", "custom_csv"]
-HUB = ["sst2", "emotion", "imdb", "ag_news"]
+OFFLINE = ["rotten_tomatoes", "tweet_sentiment", "custom_csv", "rotten_tomatoes_pairs"]
+HUB = ["sst2", "emotion", "imdb", "ag_news", "cola", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli"]
 
 
 def _run(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ OUT_OF_RANGE = {
         **dict.fromkeys(("per_class", "texts_per_round", "topk", "select_pool", "init_candidates"), 0),
         **dict.fromkeys(("trajectory_steps", "trajectory_batch_size", "target_examples", "target_batch_size"), 0),
         **dict.fromkeys(("logging_steps", "num_processes"), 0),
-        **dict.fromkeys(("seq_len", "outer_steps", "inner_steps", "heldout_examples", "seed"), -1),
+        **dict.fromkeys(("seq_len", "second_seq_len", "outer_steps", "inner_steps", "heldout_examples", "seed"), -1),
         **{"refine_steps": -2, "projection_beams": 201, "projection_guidance": 1.5, "dp_delta": 1.0},
         **dict.fromkeys(("lr", "rho", "init_temperature", "dp_clip_norm"), 0.0),
         **dict.fromkeys(("grad_clip", "lm_coeff", "max_nll_increase", "trajectory_lr", "dp_epsilon"), -0.5),

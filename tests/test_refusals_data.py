@@ -166,7 +166,7 @@ def test_unknown_task_is_refused_when_parsed_before_the_model_loads(tmp_path, ca
         TaskArguments(task="rotten_tomatos")
     assert main(["bench", "step", "--model", str(not_a_model), "--task", "rotten_tomatos"]) == 1
     err = capsys.readouterr().err
-    assert "Unknown task 'rotten_tomatos'" in err and "Registered tasks: ag_news, emotion" in err
+    assert "Unknown task 'rotten_tomatos'" in err and "Registered tasks: ag_news, cola, emotion" in err
 
 
 # ---- item 8: classes too small for the carved splits, one class only --------------------------------------------

@@ -214,7 +214,9 @@ def test_build_and_push_of_a_dp_run_exit_0(tiny_dir, tmp_path, hub, capsys):
     out = tmp_path / "dp"
     args = [*SYNTH, "--per-class", "2", "--dp-epsilon", "4", "--dp-delta", "1e-5", "--heldout-examples", "0"]
     assert main(["synthesize", "--model", str(tiny_dir), "--output-dir", str(out), *args]) == 0
-    assert main(["build", str(out), "--model", str(tiny_dir), "--min-words", "0", "--allow-empty-classes"]) == 0
+    # the label filter off: the random tiny model's filter may drop every text (refused, tested below)
+    build = ["--min-words", "0", "--label-filter", "off"]
+    assert main(["build", str(out), "--model", str(tiny_dir), *build]) == 0
     printed = capsys.readouterr().out
     assert "not published (differential privacy" in printed
     assert main(["push", str(out), "--repo-id", "someone/dp-texts"]) == 0
@@ -236,6 +238,17 @@ def test_a_build_that_empties_a_class_is_refused_naming_the_filter(tmp_path, tin
     assert report["per_class"]["negative"] == {"texts": 0, "mean_match_distance": None, "mean_nll": None,
                                                "perplexity": None}  # fmt: skip
     assert "| negative | 0 | n/a | n/a | n/a |" in (folder / "dataset" / "README.md").read_text()
+
+
+def test_a_build_left_with_no_text_is_refused_even_with_allow_empty_classes(tmp_path, tiny_dir, capsys):
+    """`datasets` cannot save a dataset of no rows: a build every filter emptied says so, and writes nothing."""
+    rows = [_row("So dull.", 0), _row("Very good.", 1)]  # both too short
+    folder = write_synthesis_dir(tmp_path / "synth", rows, generator=str(tiny_dir))
+    before = _checksums(folder)
+    assert main(["build", str(folder), "--label-filter", "off", "--min-words", "5", "--allow-empty-classes"]) == 1
+    err = capsys.readouterr().err
+    assert "would leave no text at all" in err and "not every class" in err and "Nothing was written" in err
+    assert _checksums(folder) == before
 
 
 # ---------------------------------------------------------------- killed at random moments

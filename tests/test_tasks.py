@@ -7,6 +7,7 @@ import pytest
 
 from hf_gradmm.tasks import TASKS, get_task, label_token_ids, load_task, resolve_task
 from hf_gradmm.tasks.offline import clean_tweet
+from hf_gradmm.tasks.registry import check_template
 
 
 def test_unknown_task_lists_known_ones():
@@ -19,7 +20,8 @@ def test_unknown_task_lists_known_ones():
 def test_registered_tasks_are_complete():
     for spec in TASKS.values():
         assert len(spec.label_words) == len(spec.label_names) == len(spec.class_descriptions)
-        assert "{text}" in spec.template and spec.sources()
+        check_template(spec)  # {text}, or {text1} then {text2} for a pair
+        assert spec.sources()
         assert spec.default_source in spec.sources()
 
 
@@ -163,7 +165,10 @@ def test_hub_source_goes_through_the_hub_client(monkeypatch):
     assert seen == {"path": "cornell-movie-review-data/rotten_tomatoes", "name": None}
     with pytest.raises(ConnectionError):
         load_task(get_task("sst2"))
-    assert seen == {"path": "glue", "name": "sst2"}
+    assert seen == {"path": "nyu-mll/glue", "name": "sst2"}
+    with pytest.raises(ConnectionError):
+        load_task(get_task("mnli"))
+    assert seen == {"path": "nyu-mll/glue", "name": "mnli"}
 
 
 def test_unreachable_or_missing_hub_dataset_fails_fast_with_the_fix(hub, monkeypatch):

@@ -189,9 +189,9 @@ def test_no_test_example_reaches_the_targets_or_the_dev_choice(smollm2, user_fil
     seen = {}
     real_finetune = harness.finetune
 
-    def recording(model, tok, task, texts_, labels, dev, recipe, seed):
+    def recording(model, tok, task, texts_, labels, dev, recipe, seed, **reporting):
         seen.setdefault("dev", set()).update(dev[0])
-        return real_finetune(model, tok, task, texts_, labels, dev, recipe, seed)
+        return real_finetune(model, tok, task, texts_, labels, dev, recipe, seed, **reporting)
 
     monkeypatch.setattr(harness, "finetune", recording)
     evaluate = harness.EvaluateArguments(

@@ -49,6 +49,7 @@ from hf_gradmm.rundir import (
 )
 from hf_gradmm.targets.privacy import build_leaking_options
 from hf_gradmm.tasks import load_task
+from hf_gradmm.tasks.registry import split_pair
 
 
 @dataclass
@@ -298,10 +299,11 @@ class SyntheticDatasetBuilder:
         return rows
 
     def _refuse_empty_classes(self, rows: list[dict]) -> None:
-        """A class with no texts left is refused (unless ``allow_empty_classes``), naming the steps
-        that removed its texts and the options that keep them."""
+        """A class with no texts left is refused (unless ``allow_empty_classes``; a build left with no
+        text at all always is: ``datasets`` cannot save an empty dataset), naming the steps that removed
+        its texts and the options that keep them."""
         empty = [c for c in range(self.task.num_labels) if not any(r["label"] == c for r in rows)]
-        if not empty or self.args.allow_empty_classes:
+        if not empty or (self.args.allow_empty_classes and rows):  # no text at all: no dataset to write
             return
         given = Counter(r["label"] for r in self.rows)
         problems = []
@@ -321,10 +323,15 @@ class SyntheticDatasetBuilder:
         }
         keep = sorted({fixes[r] for r, lost in self.class_losses.items() if r in fixes and any(lost[c] for c in empty)})
         keep_text = f"Keep more texts ({', '.join(keep)}), make" if keep else "Make"
+        anyway = (
+            "or pass --allow-empty-classes to build it anyway"
+            if rows
+            else "(--allow-empty-classes keeps a class empty, not every class)"
+        )
+        what = "a class empty" if rows else "no text at all"
         raise ValueError(
-            f"Building {self.source_dir} would leave a class empty: {'; '.join(problems)}. {keep_text} more "
-            "texts (hf-gradmm synthesize ... --per-class N --resume), or pass --allow-empty-classes to build "
-            "it anyway. Nothing was written."
+            f"Building {self.source_dir} would leave {what}: {'; '.join(problems)}. {keep_text} more "
+            f"texts (hf-gradmm synthesize ... --per-class N --resume), {anyway}. Nothing was written."
         )
 
     def _report(self, rows: list[dict], count_in: int, dropped: dict, relabelled: int) -> dict:
@@ -388,12 +395,19 @@ class SyntheticDatasetBuilder:
                 "copied": Value("bool"),
             }
         )
-        out = DatasetDict({"train": Dataset.from_list([{k: r[k] for k in features} for r in rows], features=features)})
+        pair = self.task.pair_columns() if self.task.is_pair else ()
+        if pair:  # a pair's two segments as the task's (or run_glue.py's) columns, first
+            features = Features({pair[0]: Value("string"), pair[1]: Value("string"), **features})
+
+        def row(values: dict) -> dict:
+            return {k: values.get(k) for k in features} | dict(zip(pair, split_pair(values["text"]) if pair else ()))
+
+        out = DatasetDict({"train": Dataset.from_list([row(r) for r in rows], features=features)})
         if self.args.include_real_splits:  # same columns (null metrics) so every split loads under one config
             for split in ("validation", "test"):
                 if split in self.real:
                     real = [
-                        {k: None for k in features} | {"text": t, "label": y}
+                        row({"text": t, "label": y})
                         for t, y in zip(self.real[split]["text"], self.real[split]["label"])
                     ]
                     out[split] = Dataset.from_list(real, features=features)
@@ -404,14 +418,17 @@ class SyntheticDatasetBuilder:
         """Write the built dataset folder: ``data/`` (``save_to_disk``), ``README.md`` (the card),
         ``gradmm_config.yaml``, ``build_report.json``, ``memorisation.jsonl`` and, per split,
         ``<split>.jsonl`` / ``<split>.csv`` with ``sentence`` and ``label`` (run_glue.py's
-        ``--train_file`` layout)."""
+        ``--train_file`` layout; a pair task: its two text columns, e.g. ``sentence1``, ``sentence2``)."""
         if self.dataset is None:
             self.build()
         folder = Path(output or self.args.output or self.source_dir / "dataset")
         folder.mkdir(parents=True, exist_ok=True)
         self.dataset.save_to_disk(str(folder / DATA_DIR))
         for split, ds in self.dataset.items():
-            glue = ds.select_columns(["text", "label"]).rename_column("text", "sentence")
+            if self.task.is_pair:  # run_glue.py reads sentence1/sentence2, else the first two non-label columns
+                glue = ds.select_columns([*self.task.pair_columns(), "label"])
+            else:
+                glue = ds.select_columns(["text", "label"]).rename_column("text", "sentence")
             glue.to_json(str(folder / f"{split}.jsonl"))
             glue.to_csv(str(folder / f"{split}.csv"), index=False)
         config = {

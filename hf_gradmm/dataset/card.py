@@ -7,6 +7,7 @@ from datasets import DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from hf_gradmm.tasks import TaskSpec
+from hf_gradmm.tasks.registry import PAIR_SEP
 from hf_gradmm.version import __version__
 
 PAPER_BIBTEX = """@inproceedings{nguyen2025gradmm,
@@ -50,7 +51,7 @@ def dataset_card(
     figure the builder measured."""
     data = card_data(report, task, dataset, license)
     lines = _about(report, config, task, dataset) + _statistics(report, config) + _filtering(report)
-    lines += _privacy_use_and_citation(report, config)
+    lines += _privacy_use_and_citation(report, config, task)
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
 
 
@@ -189,9 +190,12 @@ def _filtering(report: dict) -> list[str]:
     ]
 
 
-def _privacy_use_and_citation(report: dict, config: dict) -> list[str]:
+def _privacy_use_and_citation(report: dict, config: dict, task: TaskSpec) -> list[str]:
     """The DP report (if any), how to load the data, the full configuration and the citation."""
     lines = []
+    pair = task.pair_columns() if task.is_pair else ()
+    columns = f"{pair[0]}, {pair[1]}, text (both, joined by '{PAIR_SEP.strip()}')" if pair else "text"
+    exported = f"`{pair[0]}`, `{pair[1]}`" if pair else "`sentence`"
     dp = report["synthesis"].get("dp")
     if dp:
         lines += ["", "## Privacy", "", "```yaml", yaml.safe_dump(dp, sort_keys=False).strip(), "```"]
@@ -201,10 +205,10 @@ def _privacy_use_and_citation(report: dict, config: dict) -> list[str]:
         "",
         "```python",
         "from datasets import load_dataset",
-        'data = load_dataset("<this repo>")  # train: text, label (ClassLabel) and per-text metrics',
+        f'data = load_dataset("<this repo>")  # train: {columns}, label (ClassLabel) and per-text metrics',
         "```",
         "",
-        "`train.csv` / `train.jsonl` (`sentence`, `label`) go straight into transformers' `run_glue.py "
+        f"`train.csv` / `train.jsonl` ({exported}, `label`) go straight into transformers' `run_glue.py "
         "--train_file`. The full configuration is in `gradmm_config.yaml`:",
         "",
         "```yaml",

@@ -2,7 +2,9 @@
 
 A synthetic sequence is ``lead + X + tail``: ``lead`` is the tokenizer's start token(s) and
 the template's text before ``{text}``, ``tail`` the template's text after it (``" It was"``);
-both are fixed embeddings, only the free positions X move. Every sequence carries the class's
+both are fixed embeddings, only the free positions X move. For a sentence pair, X is
+``segment 1 + middle + segment 2``: the template's middle tokens are positions of X that the
+round pins to their tokens. Every sequence carries the class's
 label token at its last position. Token ids are scored through their embeddings, so a
 projected text and the continuous iterate are measured the same way.
 """
@@ -79,11 +81,24 @@ def flat_distance(grads: Sequence[Tensor], targets: Sequence[Tensor], kind: str 
 
 
 def template_parts(template: str, tokenizer) -> tuple[Tensor, Tensor]:
-    """Token ids before and after the free text: start token(s) + template head, and template tail."""
-    head, tail = template.split("{text}", 1)
-    lead = tokenizer(head, add_special_tokens=True)["input_ids"]
+    """Token ids before and after the free text: start token(s) + template head, and template tail.
+    A pair template's free text is both segments with the middle between them (:func:`middle_ids`)."""
+    if "{text1}" in template:
+        head, tail = template.split("{text1}", 1)[0], template.split("{text2}", 1)[1]
+    else:
+        head, tail = template.split("{text}", 1)
+    # "Review: {text}": the space before the slot belongs to the text's first token (" When"), as in
+    # the real prompts, not to a token of its own
+    lead = tokenizer(head.rstrip(" "), add_special_tokens=True)["input_ids"]
     tail_ids = text_ids(tokenizer, tail)
     return torch.tensor(lead, dtype=torch.long), torch.tensor(tail_ids, dtype=torch.long)
+
+
+def middle_ids(template: str, tokenizer) -> list[int]:
+    """A pair template's fixed tokens between ``{text1}`` and ``{text2}`` (``"\nReview B:"``); they sit
+    inside the free positions, pinned (engine/round.py)."""
+    middle = template.split("{text1}", 1)[1].split("{text2}", 1)[0]
+    return text_ids(tokenizer, middle.rstrip(" "))  # the space before {text2} goes with its first token
 
 
 class MatchingObjective:

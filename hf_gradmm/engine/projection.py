@@ -86,6 +86,7 @@ def project(
     guidance: float = 0.0,
     point_grad: Tensor | None = None,
     beams: int = 1,
+    pinned: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Project (B, T, d) points onto token ids, left to right, batched, with a KV cache.
 
@@ -96,6 +97,8 @@ def project(
     keeps the best candidate at each position (greedy, as the authors do); ``beams = W`` keeps
     the W partial texts with the best summed step score per row (beam search; for the
     reference projection that is the joint LM log-probability over the candidate sets).
+    ``pinned`` (T,): a token id per position that is fixed (a sentence pair's middle template
+    tokens), -1 where the position is free; a fixed position takes its token in every beam.
     Returns the ids (B, W, T), best beam first, and each chosen token's LM log-probability.
     """
     if guidance and point_grad is None:
@@ -105,6 +108,9 @@ def project(
     points = points.to(device)
     candidates = cosine_candidates(points, embeddings, allowed, topk)  # (B, T, k)
     batch, length, k = candidates.shape
+    fixed = [] if pinned is None else (pinned >= 0).nonzero().flatten().tolist()
+    for t in fixed:
+        candidates[:, t, :] = int(pinned[t])
     if guidance:
         step = embeddings[candidates].float() - points.float()[:, :, None, :]  # (B, T, k, d)
         gain = zscore(-(step * point_grad.to(device).float()[:, :, None, :]).sum(-1))  # first-order decrease of f
@@ -120,8 +126,11 @@ def project(
         cand = candidates[:, t, None, :].expand(-1, beams, -1)  # (B, W, k)
         cand_lp = lp.gather(2, cand)
         score = cand_lp
-        if guidance:
+        if guidance and t not in fixed:
             score = (1 - guidance) * zscore(cand_lp) + guidance * gain[:, t, None, :]
+        if t in fixed:  # one candidate: k copies would fill the beams with one text
+            score = score.clone()
+            score[..., 1:] = -float("inf")
         best = (total[..., None] + score).view(batch, -1).topk(beams, dim=-1)
         origin, pick = best.indices // k, best.indices % k
         total = best.values

@@ -49,6 +49,7 @@ def swap_refine(
     lm_weight: float = 0.5,
     max_nll_increase: float = 1.0,
     on_step: Callable[[int, float], None] | None = None,
+    pinned: Tensor | None = None,
 ) -> tuple[Tensor, float]:
     """Greedy coordinate search on token ids (GCG style), accepting only exact improvements.
 
@@ -58,11 +59,13 @@ def swap_refine(
     left context (weight ``lm_weight``), draws ``swaps_per_step`` single-token swaps from the best
     ``candidates_per_position`` per position, evaluates them exactly, and keeps the best that
     lowers the distance while the batch's mean NLL stays within ``max_nll_increase`` nats of
-    where it started. Returns the ids and their distance.
+    where it started. Positions ``pinned`` to a token (>= 0: a pair's middle template tokens) are
+    never swapped. Returns the ids and their distance.
     """
     emb = model.get_input_embeddings().weight.detach().float()
     ids, allowed = ids.to(emb.device).clone(), allowed.to(emb.device)
     batch = len(ids)
+    free = None if pinned is None else (pinned < 0).nonzero().flatten().to(emb.device)
     with stage("refine_accept"):  # exact value and gradient of the start; its LM log-probabilities
         current, grad = objective.value_and_grad(ids)
         logprobs = position_logprobs(model, prefix_ids, ids)  # (B, T, V), updated per changed row
@@ -73,7 +76,7 @@ def swap_refine(
         with torch.no_grad(), stage("refine_scoring"):
             if pool is None:  # the proposals change only when the batch does
                 pool = proposals(grad, emb, ids, allowed, logprobs, candidates_per_position, lm_weight)
-            seq, new_ids = draw_swaps(ids, pool, swaps_per_step, generator)
+            seq, new_ids = draw_swaps(ids, pool, swaps_per_step, generator, free)
         with torch.no_grad(), stage("refine_candidates"):  # the candidates alone, each from its swap on
             new_rows = objective.rows_from(rows, seq, new_ids)
             values = objective.swap_values(rows, seq, new_rows)
@@ -94,13 +97,17 @@ def swap_refine(
     return ids, current
 
 
-def draw_swaps(ids: Tensor, pool: Tensor, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``count`` single-token swaps drawn from the proposals ``pool`` (B, T, c): the rows they change
-    and the new rows. Drawn with the (CPU) generator, then moved: the same swaps on any device."""
+def draw_swaps(
+    ids: Tensor, pool: Tensor, count: int, generator: torch.Generator, free: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``count`` single-token swaps drawn from the proposals ``pool`` (B, T, c) at the ``free``
+    positions (default: all): the rows they change and the new rows. Drawn with the (CPU)
+    generator, then moved: the same swaps on any device."""
     batch, length, per_position = pool.shape
     device = ids.device
     seq = torch.randint(batch, (count,), generator=generator).to(device)
-    pos = torch.randint(length, (count,), generator=generator).to(device)
+    pos = torch.randint(length if free is None else len(free), (count,), generator=generator).to(device)
+    pos = pos if free is None else free[pos]
     pick = torch.randint(per_position, (count,), generator=generator).to(device)
     new_ids = ids[seq].clone()
     new_ids[torch.arange(count, device=device), pos] = pool[seq, pos, pick]

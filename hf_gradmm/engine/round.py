@@ -31,7 +31,8 @@ from hf_gradmm.engine.refine import swap_refine
 from hf_gradmm.engine.rows import Rows, concat_rows
 from hf_gradmm.engine.select import select_batch
 from hf_gradmm.engine.stages import stage
-from hf_gradmm.lm import sample_texts, text_ids, token_logprobs
+from hf_gradmm.lm import decode_texts, sample_texts, text_ids, token_logprobs
+from hf_gradmm.tasks.registry import split_pair
 
 # on_progress(stage, step, steps): a round's fine-grained progress (x-step inner steps, projections,
 # refinement steps), so that a progress bar never sits still for a whole stage.
@@ -94,6 +95,8 @@ class RoundSetup:
     objectives: dict[int, Objective]  # per class: f
     label_names: list[str]
     pool: dict[int, dict[str, list[str]]]  # per class: real 'target' and 'heldout' texts (init 'real' reads them)
+    # per class, a pair task's fixed positions: (T,) the middle template token at each, -1 where free; {}: none
+    pinned: dict[int, Tensor]
 
 
 @dataclass(frozen=True)
@@ -116,15 +119,16 @@ def initial_point(
     objective, model = setup.objectives[label], setup.model
     length = setup.seq_lens[label]
     emb = model.get_input_embeddings().weight.detach()
+    pinned = setup.pinned.get(label)
     if args.init in ("lm", "select"):
         drawn = batch if args.init == "lm" else args.select_pool
-        ids = sample_texts(model, setup.prefix_ids[label], setup.allowed, drawn, length, gen, args.init_temperature)
+        prefix = setup.prefix_ids[label]
+        ids = sample_texts(model, prefix, setup.allowed, drawn, length, gen, args.init_temperature, pinned)
         if args.init == "select":
             ids = ids[select_batch(objective, ids, batch)]
         return objective.embed(ids).clone(), ids
     if args.init == "real":
-        ids_list = [text_ids(setup.tokenizer, t) for t in setup.pool[label]["target"]]
-        ids_list = [(ids * math.ceil(length / max(len(ids), 1)))[:length] for ids in ids_list]
+        ids_list = [real_ids(setup.tokenizer, t, length, pinned) for t in setup.pool[label]["target"]]
         ids = torch.tensor(ids_list, dtype=torch.long, device=emb.device)
         per_text = objective.per_text(ids)
         order = sorted(range(len(per_text)), key=per_text.__getitem__)[:batch]
@@ -136,10 +140,28 @@ def initial_point(
     for _ in range(args.init_candidates):
         x = torch.randn(batch, length, emb.shape[1], generator=gen).to(emb.device)  # same draw on any device
         x = (x / x.norm(dim=-1, keepdim=True) * setup.embed_norm).to(emb.dtype)
+        if pinned is not None:  # a pair's middle template tokens are themselves from the start
+            x[:, pinned >= 0] = emb[pinned[pinned >= 0]].to(x.device)
         value = objective.value_embeds(x)
         if value < best:
             best, best_x = value, x
     return best_x, None
+
+
+def real_ids(tokenizer, text: str, length: int, pinned: Tensor | None = None) -> list[int]:
+    """A real text's token ids cut (or repeated) to ``length``; a pair's two segments each to its own
+    free span around the ``pinned`` middle tokens."""
+
+    def fit(ids: list[int], n: int) -> list[int]:
+        return (ids * math.ceil(n / max(len(ids), 1)))[:n]
+
+    if pinned is None:
+        return fit(text_ids(tokenizer, text), length)
+    fixed = (pinned >= 0).nonzero().flatten()
+    start, end = int(fixed[0]), int(fixed[-1]) + 1
+    first, second = split_pair(text)
+    middle = pinned[start:end].tolist()
+    return fit(text_ids(tokenizer, first), start) + middle + fit(text_ids(tokenizer, second), length - end)
 
 
 def project_point(setup: RoundSetup, args: RoundArgs, label: int, point: Tensor) -> Tensor:
@@ -156,6 +178,7 @@ def project_point(setup: RoundSetup, args: RoundArgs, label: int, point: Tensor)
             guidance=args.projection_guidance if guided else 0.0,
             point_grad=grad,
             beams=args.projection_beams,
+            pinned=setup.pinned.get(label),
         )
     return beams
 
@@ -195,9 +218,11 @@ def x_step(
     dual: Tensor,
     args: RoundArgs,
     on_progress: Progress | None = None,
+    frozen: Tensor | None = None,
 ) -> tuple[int, Tensor, float | None]:
     """``inner_steps`` Adam steps on the augmented Lagrangian; returns the steps run, the last f
-    and, when f became non-finite (the steps stop there), its value."""
+    and, when f became non-finite (the steps stop there), its value. ``frozen`` (T,) bool: positions
+    that never move (a pair's middle template tokens; their gradient is zeroed, so Adam leaves them)."""
     f = torch.zeros(())
     for step in range(args.inner_steps):
         if on_progress is not None:
@@ -209,6 +234,8 @@ def x_step(
         if not torch.isfinite(loss):
             return step + 1, f, float(f.detach())
         loss.backward()
+        if frozen is not None:
+            x.grad[:, frozen] = 0
         if args.grad_clip:
             torch.nn.utils.clip_grad_norm_([x], args.grad_clip)
         optimizer.step()
@@ -235,8 +262,7 @@ def run_round(
     with stage("init"):
         x, z_ids = initial_point(setup, args, label, batch, gen)
     x = x.detach().requires_grad_(True)
-    dual = torch.zeros_like(x)
-    optimizer = torch.optim.Adam([x], lr=args.lr)
+    dual, optimizer, frozen = torch.zeros_like(x), torch.optim.Adam([x], lr=args.lr), _frozen(setup, label)
     if z_ids is None:  # a continuous init is projected; token inits are their own first Z
         z_ids, z_rows = parts.z_step(setup, args, label, x, on_progress)
     else:
@@ -258,7 +284,7 @@ def run_round(
         z_emb = objective.embed(z_ids)
         x_start = time.perf_counter()
         with stage("x_step"):
-            steps, f, bad = x_step(objective, x, optimizer, z_ids, z_emb, dual, args, on_progress)
+            steps, f, bad = x_step(objective, x, optimizer, z_ids, z_emb, dual, args, on_progress, frozen)
             if x.is_cuda:  # GPU work is asynchronous: time the x-steps to their end
                 torch.cuda.synchronize(x.device)
         x_steps += steps
@@ -297,6 +323,11 @@ def run_round(
         )
 
 
+def _frozen(setup: RoundSetup, label: int) -> Tensor | None:
+    """The positions the x-step must not move (a pair's middle template tokens), or None."""
+    return None if label not in setup.pinned else setup.pinned[label] >= 0
+
+
 def refine(
     setup: RoundSetup,
     args: RoundArgs,
@@ -319,12 +350,14 @@ def refine(
         gen,
         max_nll_increase=args.max_nll_increase,
         on_step=on_step,
+        pinned=setup.pinned.get(label),
     )
 
 
 def _texts(setup: RoundSetup, args: RoundArgs, label: int, ids: Tensor) -> list[str]:
-    texts = setup.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    """The decoded texts (a pair: its two free spans; the middle tokens are the template's)."""
+    texts = decode_texts(setup.tokenizer, ids, setup.pinned.get(label))
     if args.keep_prefix:
         prefix = setup.tokenizer.decode(setup.prefix_ids[label][0], skip_special_tokens=True)
-        texts = [prefix + t for t in texts]
+        texts = [prefix + (" " if label in setup.pinned else "") + t for t in texts]
     return [t.strip() for t in texts]

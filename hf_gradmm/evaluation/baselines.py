@@ -28,8 +28,9 @@ import torch
 from datasets import Dataset, load_from_disk
 
 from hf_gradmm.engine.gradients import last_hidden
+from hf_gradmm.engine.objective import middle_ids
 from hf_gradmm.engine.projection import allowed_vocabulary
-from hf_gradmm.lm import encode_prompts, sample_texts
+from hf_gradmm.lm import decode_texts, encode_prompts, sample_texts
 from hf_gradmm.tasks import TaskSpec
 
 TRAINING_METHODS = ("random", "herding", "kcenter", "llm", "real_pool")
@@ -107,17 +108,29 @@ def _pools(train: Dataset, task: TaskSpec, pool_size: int, seed: int) -> dict[in
 
 
 def llm_generated(
-    model, tokenizer, task: TaskSpec, per_class: int, seed: int, length: int, prefix: str | None = None
+    model,
+    tokenizer,
+    task: TaskSpec,
+    per_class: int,
+    seed: int,
+    length: int | tuple[int, int],
+    prefix: str | None = None,
 ) -> tuple[list[str], list[int]]:
-    """``per_class`` texts per class sampled by the model from the class-naming ``prefix`` (None: the default)."""
+    """``per_class`` texts per class sampled by the model from the class-naming ``prefix`` (None: the
+    default). A pair task: segment 1, the template's middle tokens, segment 2 (``length`` per segment,
+    one int for both), as a synthesis lays them out."""
     every = allowed_vocabulary(tokenizer, model.get_input_embeddings().weight.shape[0], "all")
+    first, second = (length, length) if isinstance(length, int) else length
+    middle = middle_ids(task.template, tokenizer) if task.is_pair else []
+    pinned = torch.tensor([-1] * first + middle + [-1] * second) if task.is_pair else None
     texts, labels = [], []
     for c in range(task.num_labels):
         words = task.class_prefix(c, prefix, name_fallback=True)
         ids = tokenizer(words, add_special_tokens=True, return_tensors="pt")["input_ids"]
         gen = torch.Generator().manual_seed(seed * 1009 + c)
-        out = sample_texts(model, ids, every, per_class, length, gen, temperature=1.0)
-        texts += [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+        total = first if pinned is None else len(pinned)
+        out = sample_texts(model, ids, every, per_class, total, gen, 1.0, pinned)
+        texts += [t.strip() for t in decode_texts(tokenizer, out, pinned)]
         labels += [c] * per_class
     return texts, labels
 

@@ -35,6 +35,7 @@ from hf_gradmm.models import check_model_name, load_model_and_tokenizer
 from hf_gradmm.rundir import read_synthesis_dir
 from hf_gradmm.targets.pool import real_pool
 from hf_gradmm.tasks import TaskSpec, load_task
+from hf_gradmm.tasks.registry import split_pair
 
 # Methods whose training texts are the task's real examples: results never quote them.
 REAL_DATA_METHODS = ("random", "few_shot", "herding", "kcenter", "real_pool")
@@ -161,7 +162,7 @@ class _TrainingSets:
     generator: tuple  # (model, tokenizer) of the generator: coresets' embeddings, LLM texts, NLLs
     synth_config: GradMatchConfig
     synthetic: dict[str, list[Path]]
-    length: int  # tokens per LLM-generated text
+    length: int | tuple[int, int]  # tokens per LLM-generated text (a pair: per segment)
 
     def count(self, method: str) -> int:
         """How many training sets the method has (0: it trains on nothing)."""
@@ -219,21 +220,25 @@ def _one_run(
         random.Random(seed).shuffle(demos)
         run["examples"] = len(training[0])
         correct = test_correct(model, tok, task, test, demos)
-    elif recipe.head == "classifier":
-        clf, history, best_step = finetune_classifier(
-            model, tok, task.num_labels, *training, dev, recipe, seed, report_to=report[0], report_dir=report[1]
-        )
-        run.update(examples=len(training[0]), dev_history=history, best_step=best_step)
-        correct = classifier_correct(clf, tok, *test)
     else:
-        tuned, history, best_step = finetune(
-            model, tok, task, *training, dev, recipe, seed, report_to=report[0], report_dir=report[1]
-        )
+        correct, history, best_step = finetuned_correct(model, tok, task, training, dev, test, recipe, seed, report)
         run.update(examples=len(training[0]), dev_history=history, best_step=best_step)
-        correct = test_correct(tuned, tok, task, test)
     run["test_accuracy"] = sum(correct) / len(correct)
     run["correct"] = "".join(map(str, correct))  # per test example, for the paired comparison
     return run
+
+
+def finetuned_correct(model, tok, task, training, dev, test, recipe, seed: int, report: tuple = ([], None)):
+    """Fine-tune on ``training`` with the recipe's head (label word or classifier); returns the test
+    split's per-example correctness, the dev history and the best step."""
+    reporting = dict(report_to=report[0], report_dir=report[1])
+    if recipe.head == "classifier":
+        clf, history, best = finetune_classifier(
+            model, tok, task.num_labels, *training, dev, recipe, seed, pair=task.is_pair, **reporting
+        )
+        return classifier_correct(clf, tok, *test, pair=task.is_pair), history, best
+    tuned, history, best = finetune(model, tok, task, *training, dev, recipe, seed, **reporting)
+    return test_correct(tuned, tok, task, test), history, best
 
 
 def save_training_sets(sets: dict[tuple[str, int], tuple], folder: Path) -> dict[tuple[str, int], str]:
@@ -260,6 +265,18 @@ def _check_request(rows: list[str], recipe: FinetuneConfig, names: list[str | No
     for name in names:
         if name and name not in loaded:
             check_model_name(name)
+
+
+def _mean_length(tokenizer, task: TaskSpec, texts: list[str]) -> int | tuple[int, int]:
+    """The real texts' mean token length (a pair task: each segment's), the LLM baseline's length."""
+
+    def mean(part) -> int:
+        return max(2, round(statistics.mean(len(text_ids(tokenizer, t)) for t in part)))
+
+    if task.is_pair:
+        first, second = zip(*(split_pair(t) for t in texts))
+        return mean(first), mean(second)
+    return mean(texts)
 
 
 def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConfig, models: dict | None = None) -> dict:
@@ -289,8 +306,7 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
     gen_model, gen_tok = get(generator_name)
     dev = split_sample(data["validation"], recipe.dev_examples, seed=0)
     test = split_sample(data["test"], recipe.test_examples, seed=1)
-    lengths = [len(text_ids(gen_tok, t)) for t in data["train"]["text"][:500]]
-    length = args.llm_length or max(2, round(statistics.mean(lengths)))
+    length = args.llm_length or _mean_length(gen_tok, task, data["train"]["text"][:500])
     training_set = _TrainingSets(data, task, args, (gen_model, gen_tok), synth_config, synthetic, length)
     sets = {(m, k): training_set(m, k) for m in rows for k in range(training_set.count(m))}
     output = Path(args.output)

@@ -15,8 +15,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from hf_gradmm.distributed import device
-from hf_gradmm.evaluation.harness import split_sample, test_accuracy
-from hf_gradmm.finetune import FinetuneConfig, finetune
+from hf_gradmm.evaluation.harness import finetuned_correct, split_sample
+from hf_gradmm.finetune import FinetuneConfig
 from hf_gradmm.models import load_model_and_tokenizer
 from hf_gradmm.tasks import TaskSpec, load_task
 
@@ -31,7 +31,8 @@ class TransferCallback(TrainerCallback):
             The task; default: the synthesizer's.
         recipe (`FinetuneConfig`, *optional*, defaults to `FinetuneConfig()`):
             The fine-tuning recipe; its ``dev_examples`` and ``test_examples`` size the real dev
-            and test splits.
+            and test splits, its ``head`` picks the label word or a classification head
+            (``AutoModelForSequenceClassification``).
         seeds (`int`, *optional*, defaults to 1):
             Fine-tuning seeds per model.
         every_n_rounds (`int`, *optional*, defaults to 0):
@@ -76,8 +77,9 @@ class TransferCallback(TrainerCallback):
             model, tok = self._model(name)
             accs, steps = [], []
             for seed in range(self.seeds):
-                tuned, _, best_step = finetune(model, tok, self.task, texts, labels, dev, self.recipe, seed)
-                accs.append(test_accuracy(tuned, tok, self.task, test))
+                training = (list(texts), list(labels))
+                correct, _, best_step = finetuned_correct(model, tok, self.task, training, dev, test, self.recipe, seed)
+                accs.append(sum(correct) / len(correct))
                 steps.append(best_step)
             out[name] = {
                 "test_accuracy": accs,

@@ -17,11 +17,12 @@ import torch
 from datasets import Dataset
 
 from hf_gradmm.engine.gradients import ClassTarget, MatchedModules, class_target, prepare_matched
-from hf_gradmm.engine.objective import Checkpoint, MatchingObjective, template_parts
+from hf_gradmm.engine.objective import Checkpoint, MatchingObjective, middle_ids, template_parts
 from hf_gradmm.lm import text_ids
 from hf_gradmm.targets.controls import control_targets
 from hf_gradmm.targets.privacy import DP_LOCAL_NOTE, privatise
 from hf_gradmm.tasks import TaskSpec
+from hf_gradmm.tasks.registry import join_pair, split_pair
 
 # parts[c]: one (checkpoint, that checkpoint's objective for class c) per target checkpoint
 Parts = dict[int, list[tuple[Checkpoint, MatchingObjective]]]
@@ -93,8 +94,29 @@ def fit_context(pool: dict, tokenizer, task: TaskSpec, context: int | None) -> d
         return pool
     cut: Counter = Counter()
 
+    def excess_of(text: str) -> int:
+        return len(tokenizer(task.format_prompt(text))["input_ids"]) - context
+
+    def fit_pair(text: str, c: int) -> str:  # cut the longer segment until the prompt fits
+        segments, excess = list(split_pair(text)), excess_of(text)
+        if excess <= 0:
+            return text
+        cut[c] += 1
+        while excess > 0:
+            ids = [text_ids(tokenizer, t) for t in segments]
+            longer = int(len(ids[1]) > len(ids[0]))
+            if len(ids[longer]) <= 1:
+                raise ValueError(
+                    f"The template {task.template!r} alone is longer than the model's context of {context} tokens."
+                )
+            segments[longer] = tokenizer.decode(ids[longer][: max(1, len(ids[longer]) - excess)])
+            excess = excess_of(join_pair(*segments))
+        return join_pair(*segments)
+
     def fit(text: str, c: int) -> str:
-        ids, excess = text_ids(tokenizer, text), len(tokenizer(task.format_prompt(text))["input_ids"]) - context
+        if task.is_pair:
+            return fit_pair(text, c)
+        ids, excess = text_ids(tokenizer, text), excess_of(text)
         keep = len(ids)
         while excess > 0:  # decoding a prefix and re-tokenising may shift a token: check again
             keep -= excess
@@ -103,7 +125,7 @@ def fit_context(pool: dict, tokenizer, task: TaskSpec, context: int | None) -> d
                     f"The template {task.template!r} alone is longer than the model's context of {context} tokens."
                 )
             text = tokenizer.decode(ids[:keep])
-            excess = len(tokenizer(task.format_prompt(text))["input_ids"]) - context
+            excess = excess_of(text)
         cut[c] += keep < len(ids)
         return text
 
@@ -136,6 +158,22 @@ def text_lengths(pool: dict, tokenizer, seq_len: int, label_names: list[str] | N
             stacklevel=2,
         )
     return {c: min(n, AUTO_SEQ_LEN_CAP) for c, n in means.items()}
+
+
+def pair_layout(
+    pool: dict, tokenizer, task: TaskSpec, seq_len: int, second_seq_len: int
+) -> tuple[dict[int, int], dict[int, torch.Tensor]]:
+    """A pair task's free positions per class: segment 1 (``seq_len``, 0 = auto from the class's
+    target examples' first segments), the template's middle tokens (pinned), segment 2
+    (``second_seq_len``, 0 = auto from the second segments). Returns the total lengths and, per
+    class, the (T,) pinned token ids (-1 where free)."""
+    names = list(task.label_names)
+    segments = [{c: {"target": [split_pair(t)[k] for t in pool[c]["target"]]} for c in pool} for k in (0, 1)]
+    firsts = text_lengths(segments[0], tokenizer, seq_len, names)
+    seconds = text_lengths(segments[1], tokenizer, second_seq_len, names)
+    middle = middle_ids(task.template, tokenizer)
+    pinned = {c: torch.tensor([-1] * firsts[c] + middle + [-1] * seconds[c], dtype=torch.long) for c in pool}
+    return {c: len(p) for c, p in pinned.items()}, pinned
 
 
 def _targets_at(model, tokenizer, matched, task, pool, label_tokens, args, shard) -> dict[int, ClassTarget]:

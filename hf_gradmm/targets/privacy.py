@@ -59,6 +59,10 @@ def leaking_options(args) -> list[str]:
     leaks = []
     if args.seq_len == 0:
         leaks.append("seq_len=0 sets the text length from the real examples' mean length: give --seq-len N")
+    if args.second_seq_len == 0 and args.to_task().is_pair:
+        leaks.append(
+            "second_seq_len=0 sets a pair's second segment length from the real examples' mean: give --second-seq-len N"
+        )
     if args.init == "real":
         leaks.append("init='real' starts from real examples: use --init lm or --init random")
     if args.calibrate and args.heldout_examples > 0:

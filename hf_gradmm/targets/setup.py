@@ -26,6 +26,7 @@ from hf_gradmm.targets.pool import (
     class_target_cosine,
     context_length,
     fit_context,
+    pair_layout,
     real_pool,
     text_lengths,
 )
@@ -66,7 +67,10 @@ def prepare(
     matched = prepare_matched(model, args.matched_params)
     pool = real_pool(source, task, args.target_examples, args.heldout_examples, args.seed, args.real_split)
     pool = fit_context(pool, tokenizer, task, context_length(model, tokenizer))  # warns when it cuts
-    seq_lens = text_lengths(pool, tokenizer, args.seq_len, list(task.label_names))  # before the long work
+    if task.is_pair:  # before the long work
+        seq_lens, pinned = pair_layout(pool, tokenizer, task, args.seq_len, args.second_seq_len)
+    else:
+        seq_lens, pinned = text_lengths(pool, tokenizer, args.seq_len, list(task.label_names)), {}
     emb = model.get_input_embeddings().weight.detach()
     allowed = allowed_vocabulary(tokenizer, emb.shape[0], args.vocab_filter).to(emb.device)
     start = time.perf_counter()
@@ -87,6 +91,7 @@ def prepare(
         start_ids=start_ids(tokenizer),
         prefix_ids={c: start_ids(tokenizer, task.class_prefix(c, args.projection_prefix)) for c in parts},
         seq_lens=seq_lens,
+        pinned=pinned,
         objectives=objectives,
         label_names=list(task.label_names),
         pool=pool,

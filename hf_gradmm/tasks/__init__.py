@@ -8,11 +8,14 @@ from hf_gradmm.tasks.registry import (
     HUB,
     LOCAL,
     OFFLINE,
+    PAIR_SEP,
     TASKS,
     TaskSpec,
     get_task,
+    join_pair,
     label_token_ids,
     resolve_task,
+    split_pair,
 )
 
 __all__ = [
@@ -21,11 +24,14 @@ __all__ = [
     "HUB",
     "LOCAL",
     "OFFLINE",
+    "PAIR_SEP",
     "TASKS",
     "CorpusNotInstalledError",
     "TaskSpec",
     "get_task",
+    "join_pair",
     "label_token_ids",
     "load_task",
     "resolve_task",
+    "split_pair",
 ]

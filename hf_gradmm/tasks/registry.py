@@ -4,6 +4,12 @@ A task says how to load a labelled text dataset, which column holds the text and
 label, the class names, one label word per class and the prompt template. An example's loss
 everywhere in hf_gradmm (target gradients, synthesis, filtering, fine-tuning, evaluation) is
 the cross-entropy of the label word's single token predicted after ``template.format(text=...)``.
+
+A sentence-pair task (GLUE's MRPC, QNLI, MNLI, ...) has two text columns and a template with two
+slots, ``{text1}`` and ``{text2}``. Inside hf_gradmm one pair travels as one string, its two
+segments joined by :data:`PAIR_SEP` (``join_pair`` / ``split_pair``), so the pools, round files,
+training sets and filters handle pairs as they handle texts; only the prompt (``format_prompt``),
+the engine's fixed middle tokens and the published columns look inside.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ HUB = "hub"
 LOCAL = "local"
 # The LM prefix that names a class: it keeps the projection, the LM init and the LLM baseline on topic.
 DEFAULT_PREFIX = "Here is a {description} {domain}:"
+# Joins the two segments of a sentence pair inside hf_gradmm; a real segment holding it is refused.
+PAIR_SEP = " ||| "
+DEFAULT_PAIR_TEMPLATE = "{text1} Question: {text2} Yes or no? Answer:"
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 # Common label words, by the meaning a class name suggests: what a multi-token word's refusal offers
 # instead (each kept only when it is one token for the tokenizer in use).
@@ -46,6 +55,8 @@ class TaskSpec:
         domain: What one example is ("movie review", "tweet"), used in those prompts.
         hub_id / hub_config: Hub dataset to load when the source is the Hub.
         text_column / label_column: Column names in the source data.
+        text2_column: A sentence-pair task's second text column (None: one text per example);
+            its template has ``{text1}`` and ``{text2}`` slots instead of ``{text}``.
         offline: Name of the embedded offline corpus (``hf_gradmm.tasks.offline``), if any.
         default_source: Where the data comes from unless the user says otherwise.
         data_files: Local CSV/JSON/parquet file(s) of a user-defined task: its train split.
@@ -72,6 +83,7 @@ class TaskSpec:
     hub_config: str | None = None
     text_column: str = "text"
     label_column: str = "label"
+    text2_column: str | None = None
     offline: str | None = None
     default_source: str = HUB
     data_files: tuple[str, ...] = ()
@@ -97,9 +109,25 @@ class TaskSpec:
             out.append(LOCAL)
         return tuple(out)
 
+    @property
+    def is_pair(self) -> bool:
+        """Whether an example is two texts (a sentence-pair task)."""
+        return self.text2_column is not None
+
     def format_prompt(self, text: str) -> str:
-        """The model input for ``text``: the template with the text filled in."""
+        """The model input for ``text`` (a pair: its two segments joined by :data:`PAIR_SEP`): the
+        template with the text (or both segments) filled in."""
+        if self.is_pair:
+            first, second = split_pair(text)
+            return self.template.format(text1=first, text2=second)
         return self.template.format(text=text.strip())
+
+    def pair_columns(self) -> tuple[str, str]:
+        """The two text columns a built pair dataset publishes: the task's own (GLUE's names) for a
+        registered task, run_glue.py's ``sentence1`` / ``sentence2`` for your own data."""
+        if self.custom or self.text2_column is None:
+            return ("sentence1", "sentence2")
+        return (self.text_column, self.text2_column)
 
     def class_prefix(self, label: int, template: str | None = None, name_fallback: bool = False) -> str:
         """The LM prefix naming class ``label``: ``template`` (default :data:`DEFAULT_PREFIX`) with its
@@ -129,6 +157,52 @@ class TaskSpec:
 
 
 _SENTIMENT_TEMPLATE = "{text} It was"
+GLUE = "nyu-mll/glue"
+# Registered names that are not classification tasks, with why.
+REFUSED_TASKS = {
+    "stsb": "STS-B (glue/stsb) is a regression task (a similarity score from 0 to 5); hf_gradmm synthesizes "
+    "classification data only, where each class has a label word. Binned into classes it would be a custom task: "
+    "--dataset with a label column you made and --label-words.",
+}
+
+
+def join_pair(first: str, second: str) -> str:
+    """One string for a sentence pair, as hf_gradmm carries it (:data:`PAIR_SEP` between the segments)."""
+    return f"{first.strip()}{PAIR_SEP}{second.strip()}"
+
+
+def split_pair(text: str) -> tuple[str, str]:
+    """The two segments of a pair made by :func:`join_pair` (the second empty when there is no separator)."""
+    first, _, second = text.partition(PAIR_SEP.strip())
+    return first.strip(), second.strip()
+
+
+def _glue_pair(
+    config: str,
+    names: tuple[str, ...],
+    words: tuple[str, ...],
+    template: str,
+    descriptions: tuple[str, ...],
+    domain: str,
+    columns: tuple[str, str],
+    test: str = "validation",
+) -> TaskSpec:
+    """A GLUE sentence-pair task: loaded from the Hub with GLUE's column names; GLUE's test labels are
+    hidden, so its validation split is our test split and validation is carved from train."""
+    return TaskSpec(
+        name=config,
+        label_names=names,
+        label_words=words,
+        template=template,
+        class_descriptions=descriptions,
+        domain=domain,
+        hub_id=GLUE,
+        hub_config=config,
+        text_column=columns[0],
+        text2_column=columns[1],
+        hub_splits={"train": "train", "test": test},
+    )
+
 
 _MOVIE_DEMOS = (
     ("A tedious, badly acted mess that never finds its story.", 0),
@@ -174,11 +248,96 @@ TASKS: dict[str, TaskSpec] = {
         class_descriptions=("negative", "positive"),
         domain="movie review",
         demonstrations=_MOVIE_DEMOS,
-        hub_id="glue",
+        hub_id=GLUE,
         hub_config="sst2",
         text_column="sentence",
         # GLUE's test labels are hidden: its validation split is our test split.
         hub_splits={"train": "train", "test": "validation"},
+    ),
+    "cola": TaskSpec(
+        name="cola",
+        label_names=("unacceptable", "acceptable"),
+        label_words=("no", "yes"),
+        template="{text} Is this sentence grammatical? Answer:",
+        class_descriptions=("ungrammatical", "grammatical"),
+        domain="English sentence",
+        hub_id=GLUE,
+        hub_config="cola",
+        text_column="sentence",
+        hub_splits={"train": "train", "test": "validation"},
+    ),
+    "mrpc": _glue_pair(
+        "mrpc",
+        ("not_equivalent", "equivalent"),
+        ("no", "yes"),
+        "Sentence 1: {text1}\nSentence 2: {text2}\nDo both sentences mean the same thing? Answer:",
+        ("different-meaning", "same-meaning"),
+        "pair of news sentences",
+        ("sentence1", "sentence2"),
+    ),
+    "qqp": _glue_pair(
+        "qqp",
+        ("not_duplicate", "duplicate"),
+        ("no", "yes"),
+        "Question 1: {text1}\nQuestion 2: {text2}\nDo both questions ask the same thing? Answer:",
+        ("different", "duplicate"),
+        "pair of Quora questions",
+        ("question1", "question2"),
+    ),
+    "mnli": _glue_pair(
+        "mnli",
+        ("entailment", "neutral", "contradiction"),
+        ("yes", "maybe", "no"),
+        DEFAULT_PAIR_TEMPLATE.replace("Yes or no?", "Yes, no, or maybe?"),
+        ("entailing", "neutral", "contradicting"),
+        "premise and hypothesis",
+        ("premise", "hypothesis"),
+        test="validation_matched",
+    ),
+    "qnli": _glue_pair(
+        "qnli",
+        ("entailment", "not_entailment"),
+        ("yes", "no"),
+        "Question: {text1}\nSentence: {text2}\nDoes the sentence answer the question? Answer:",
+        ("answering", "non-answering"),
+        "question and Wikipedia sentence",
+        ("question", "sentence"),
+    ),
+    "rte": _glue_pair(
+        "rte",
+        ("entailment", "not_entailment"),
+        ("yes", "no"),
+        DEFAULT_PAIR_TEMPLATE,
+        ("entailing", "non-entailing"),
+        "text and hypothesis",
+        ("sentence1", "sentence2"),
+    ),
+    "wnli": _glue_pair(
+        "wnli",
+        ("not_entailment", "entailment"),
+        ("no", "yes"),
+        DEFAULT_PAIR_TEMPLATE,
+        ("non-entailing", "entailing"),
+        "sentence and its rewording",
+        ("sentence1", "sentence2"),
+    ),
+    "rotten_tomatoes_pairs": TaskSpec(
+        name="rotten_tomatoes_pairs",
+        label_names=("different", "same"),
+        label_words=("no", "yes"),
+        template="Review A: {text1}\nReview B: {text2}\nDo both reviews give the same verdict? Answer:",
+        class_descriptions=("differing-verdict", "same-verdict"),
+        domain="pair of movie reviews",
+        text_column="sentence1",
+        text2_column="sentence2",
+        demonstrations=(
+            (join_pair("A tedious, badly acted mess.", "One of the most moving films of the year."), 0),
+            (join_pair("Warm, funny and beautifully shot.", "A joy from start to finish."), 1),
+            (join_pair("The plot drags and the jokes fall flat.", "Sharp, clever and never dull."), 0),
+            (join_pair("Lifeless and far too long.", "A dull film that wastes its cast."), 1),
+        ),
+        offline="rotten_tomatoes_pairs",
+        default_source=OFFLINE,
     ),
     "emotion": TaskSpec(
         name="emotion",
@@ -231,6 +390,8 @@ DEFAULT_TASK = "rotten_tomatoes"
 
 def get_task(name: str) -> TaskSpec:
     """The registered task ``name``; the error lists the known ones and the custom route."""
+    if name in REFUSED_TASKS:
+        raise ValueError(f"Task {name!r} is not supported: {REFUSED_TASKS[name]}")
     try:
         return TASKS[name]
     except KeyError:
@@ -287,10 +448,12 @@ def resolve_task(
     prefix, the model's own samples and the builder's label filter use them.
     """
     words, descriptions = _split_list(label_words), _split_list(class_descriptions)
+    columns = _columns(text_column)
     files = {s: _paths(v) for s, v in (("train", train_files), ("validation", validation_files), ("test", test_files))}
     described = {"domain": domain, "class_descriptions": descriptions}
     if dataset is None and not any(files.values()):
-        overrides = {"template": template, "text_column": text_column, "label_column": label_column, **described}
+        overrides = {"template": template, "label_column": label_column, **described}
+        overrides.update(_text_columns(get_task(task or DEFAULT_TASK), columns))
         if task_name:
             raise ValueError(
                 f"--task-name {task_name!r} names your own data; it needs --dataset or --train-file (a registered "
@@ -315,7 +478,7 @@ def resolve_task(
         for path in paths:
             _check_local_path(path, f"--{split}-file" if split != "train" or dataset is None else "--dataset")
     source = files["train"][0] if files["train"] else dataset
-    spec = _custom(task, source, dataset_config, words, _split_list(label_names), template, text_column, label_column)
+    spec = _custom(task, source, dataset_config, words, _split_list(label_names), template, columns, label_column)
     spec = replace(spec, name=_custom_name(task_name, task, source), **_described(spec, domain, descriptions))
     if files["train"]:
         spec = replace(
@@ -344,6 +507,7 @@ def _registered(name: str, words: tuple[str, ...], overrides: dict) -> TaskSpec:
             )
         overrides["label_words"] = words
     spec = replace(spec, **overrides) if overrides else spec
+    check_template(spec)
     if spec.default_source not in spec.sources():
         raise ValueError(
             f"Task {spec.name!r} cannot be loaded from source {spec.default_source!r}; "
@@ -352,7 +516,42 @@ def _registered(name: str, words: tuple[str, ...], overrides: dict) -> TaskSpec:
     return spec
 
 
-def _custom(task, dataset: str, dataset_config, words, names, template, text_column, label_column) -> TaskSpec:
+def _columns(text_column: str | None) -> tuple[str, ...]:
+    """``--text-column``: one column, or two (comma-separated) for a sentence pair."""
+    columns = _split_list(text_column)
+    if len(columns) > 2:
+        raise ValueError(
+            f"--text-column {text_column!r} names {len(columns)} columns; give one (a text) or two, comma-separated, "
+            "for a sentence pair (e.g. --text-column sentence1,sentence2)."
+        )
+    return columns
+
+
+def _text_columns(spec: TaskSpec, columns: tuple[str, ...]) -> dict:
+    """The text-column overrides of a registered task: one column for a one-text task, two for a pair."""
+    if not columns:
+        return {}
+    if len(columns) != (2 if spec.is_pair else 1):
+        kind = "a sentence-pair task: give its two columns, comma-separated" if spec.is_pair else "a one-text task"
+        raise ValueError(f"--text-column {','.join(columns)!r}: task {spec.name!r} is {kind}.")
+    return {"text_column": columns[0], **({"text2_column": columns[1]} if spec.is_pair else {})}
+
+
+def check_template(spec: TaskSpec) -> None:
+    """A one-text task's template has one ``{text}`` slot; a pair's has ``{text1}`` then ``{text2}``."""
+    slots = ("{text1}", "{text2}") if spec.is_pair else ("{text}",)
+    example = DEFAULT_PAIR_TEMPLATE if spec.is_pair else "{text} It was"
+    wrong = [s for s in slots if spec.template.count(s) != 1]
+    order = spec.is_pair and not wrong and spec.template.index("{text1}") > spec.template.index("{text2}")
+    if wrong or order or (spec.is_pair and "{text}" in spec.template):
+        kind = "two text columns (a pair)" if spec.is_pair else "one text column"
+        raise ValueError(
+            f"The template {spec.template!r} does not fit task {spec.name!r}, which has {kind}: it needs "
+            f"{' then '.join(slots)}, once each, e.g. {example!r}."
+        )
+
+
+def _custom(task, dataset: str, dataset_config, words, names, template, columns, label_column) -> TaskSpec:
     """A user's own dataset (a Hub id or a local file) as a task."""
     if not words:
         raise ValueError(
@@ -369,23 +568,25 @@ def _custom(task, dataset: str, dataset_config, words, names, template, text_col
     is_local = os.path.exists(dataset)
     if not is_local and Path(dataset).suffix.lower() in DATA_SUFFIXES:
         _check_local_path(dataset, "--dataset")
-    if template is not None and "{text}" not in template:
-        raise ValueError(f"The template {template!r} has no {{text}} slot; e.g. '{{text}} It was'.")
-    return TaskSpec(
+    pair = len(columns) == 2
+    spec = TaskSpec(
         name=task if task and task not in TASKS else "custom",
         custom=True,
         label_names=names or tuple(str(i) for i in range(len(words))),
         label_words=words,
-        template=template or _SENTIMENT_TEMPLATE,
+        template=template or (DEFAULT_PAIR_TEMPLATE if pair else _SENTIMENT_TEMPLATE),
         class_descriptions=names,  # names from the data: filled in when it loads
         hub_id=None if is_local else dataset,
         hub_config=dataset_config,
-        text_column=text_column or "text",
+        text_column=columns[0] if columns else "text",
+        text2_column=columns[1] if pair else None,
         label_column=label_column or "label",
         default_source=LOCAL if is_local else HUB,
         data_files=(dataset,) if is_local else (),
         names_from_data=not names,
     )
+    check_template(spec)
+    return spec
 
 
 def _paths(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
