@@ -131,13 +131,18 @@ def sample_texts(
     return ids
 
 
+def pinned_span(pinned: Tensor) -> tuple[int, int]:
+    """Where a pair's pinned middle tokens start and end in its free positions (``pinned`` >= 0 there)."""
+    fixed = (pinned >= 0).nonzero().flatten()
+    return int(fixed[0]), int(fixed[-1]) + 1
+
+
 def decode_texts(tokenizer, ids: Tensor, pinned: Tensor | None = None) -> list[str]:
     """The texts of token rows (B, T); with ``pinned`` (a pair's middle template tokens, -1 where free)
     each row's two free spans, decoded apart and joined (stripped) as a pair task carries them."""
     if pinned is None:  # as decoded (a leading space kept)
         return tokenizer.batch_decode(ids, skip_special_tokens=True)
-    fixed = (pinned >= 0).nonzero().flatten()
-    start, end = int(fixed[0]), int(fixed[-1]) + 1
+    start, end = pinned_span(pinned)
     firsts = tokenizer.batch_decode(ids[:, :start], skip_special_tokens=True)
     seconds = tokenizer.batch_decode(ids[:, end:], skip_special_tokens=True)
     return [join_pair(a, b) for a, b in zip(firsts, seconds)]

@@ -101,6 +101,12 @@ def middle_ids(template: str, tokenizer) -> list[int]:
     return text_ids(tokenizer, middle.rstrip(" "))  # the space before {text2} goes with its first token
 
 
+def pair_pinned(template: str, tokenizer, first: int, second: int) -> Tensor:
+    """A pair's free positions as (T,) token ids: ``first`` free (-1), the template's middle tokens
+    (:func:`middle_ids`, pinned), ``second`` free."""
+    return torch.tensor([-1] * first + middle_ids(template, tokenizer) + [-1] * second, dtype=torch.long)
+
+
 class MatchingObjective:
     """f for one class, on embeddings (differentiable) or token ids."""
 

@@ -31,7 +31,7 @@ from hf_gradmm.engine.refine import swap_refine
 from hf_gradmm.engine.rows import Rows, concat_rows
 from hf_gradmm.engine.select import select_batch
 from hf_gradmm.engine.stages import stage
-from hf_gradmm.lm import decode_texts, sample_texts, text_ids, token_logprobs
+from hf_gradmm.lm import decode_texts, pinned_span, sample_texts, text_ids, token_logprobs
 from hf_gradmm.tasks.registry import split_pair
 
 # on_progress(stage, step, steps): a round's fine-grained progress (x-step inner steps, projections,
@@ -157,8 +157,7 @@ def real_ids(tokenizer, text: str, length: int, pinned: Tensor | None = None) ->
 
     if pinned is None:
         return fit(text_ids(tokenizer, text), length)
-    fixed = (pinned >= 0).nonzero().flatten()
-    start, end = int(fixed[0]), int(fixed[-1]) + 1
+    start, end = pinned_span(pinned)
     first, second = split_pair(text)
     middle = pinned[start:end].tolist()
     return fit(text_ids(tokenizer, first), start) + middle + fit(text_ids(tokenizer, second), length - end)

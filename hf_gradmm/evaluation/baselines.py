@@ -28,7 +28,7 @@ import torch
 from datasets import Dataset, load_from_disk
 
 from hf_gradmm.engine.gradients import last_hidden
-from hf_gradmm.engine.objective import middle_ids
+from hf_gradmm.engine.objective import pair_pinned
 from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.lm import decode_texts, encode_prompts, sample_texts
 from hf_gradmm.tasks import TaskSpec
@@ -121,8 +121,7 @@ def llm_generated(
     one int for both), as a synthesis lays them out."""
     every = allowed_vocabulary(tokenizer, model.get_input_embeddings().weight.shape[0], "all")
     first, second = (length, length) if isinstance(length, int) else length
-    middle = middle_ids(task.template, tokenizer) if task.is_pair else []
-    pinned = torch.tensor([-1] * first + middle + [-1] * second) if task.is_pair else None
+    pinned = pair_pinned(task.template, tokenizer, first, second) if task.is_pair else None
     texts, labels = [], []
     for c in range(task.num_labels):
         words = task.class_prefix(c, prefix, name_fallback=True)

@@ -17,7 +17,7 @@ import torch
 from datasets import Dataset
 
 from hf_gradmm.engine.gradients import ClassTarget, MatchedModules, class_target, prepare_matched
-from hf_gradmm.engine.objective import Checkpoint, MatchingObjective, middle_ids, template_parts
+from hf_gradmm.engine.objective import Checkpoint, MatchingObjective, pair_pinned, template_parts
 from hf_gradmm.lm import text_ids
 from hf_gradmm.targets.controls import control_targets
 from hf_gradmm.targets.privacy import DP_LOCAL_NOTE, privatise
@@ -171,8 +171,7 @@ def pair_layout(
     segments = [{c: {"target": [split_pair(t)[k] for t in pool[c]["target"]]} for c in pool} for k in (0, 1)]
     firsts = text_lengths(segments[0], tokenizer, seq_len, names)
     seconds = text_lengths(segments[1], tokenizer, second_seq_len, names)
-    middle = middle_ids(task.template, tokenizer)
-    pinned = {c: torch.tensor([-1] * firsts[c] + middle + [-1] * seconds[c], dtype=torch.long) for c in pool}
+    pinned = {c: pair_pinned(task.template, tokenizer, firsts[c], seconds[c]) for c in pool}
     return {c: len(p) for c, p in pinned.items()}, pinned
 
 
