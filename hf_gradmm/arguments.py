@@ -181,7 +181,10 @@ class TaskArguments:
     )
     template: str | None = field(
         default=None,
-        metadata={"help": "Prompt with a {text} slot; the label word is predicted right after it."},
+        metadata={
+            "help": "Prompt with a {text} slot (a sentence pair: {text1} then {text2}); the label word is predicted "
+            "right after it."
+        },
     )
     domain: str | None = field(
         default=None,
