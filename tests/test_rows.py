@@ -95,3 +95,35 @@ def test_real_model_round_makes_the_baseline_texts(smollm2, small_setup):
     assert prepared.objectives[0].suffix_ok is True
     assert ours.texts == old.texts
     assert ours.final_distance == pytest.approx(old.final_distance, rel=1e-5)
+
+
+@pytest.mark.parametrize(("checkpoints", "distance"), [("theta0", "cos"), ("theta0", "l2"), ("trajectory:2", "cos")])
+def test_one_rows_gradient_is_that_rows_part_of_the_batch_gradient(
+    tiny_llama, smollm2_tokenizer, small_setup, checkpoints, distance
+):
+    """``row_grad`` (one row's forward and backward, the others at their kept factors) gives the
+    row's slice of the whole batch's gradient: what refine_gradients='changed' relies on."""
+    prepared, _ = small_setup(
+        tiny_llama, smollm2_tokenizer, distance=distance, target_checkpoints=checkpoints, trajectory_steps=4
+    )
+    objective = prepared.objectives[0]
+    ids = torch.randint(100, 5000, (4, 6), generator=torch.Generator().manual_seed(7))
+    _, full = objective.value_and_grad(ids)
+    rows = objective.rows(ids)
+    for row in range(len(ids)):
+        got = objective.row_grad(rows, row)
+        assert got.shape == (1, *full.shape[1:])
+        assert torch.allclose(got[0], full[row], rtol=1e-4, atol=1e-5 * float(full.abs().max()))
+
+
+def test_changed_row_gradients_keep_every_distance_exact(tiny_llama, smollm2_tokenizer, small_setup):
+    """With refine_gradients='changed' the search differs, but the round's final distance is the
+    exact distance of its texts, never above the ADMM batch's, and the texts use allowed tokens."""
+    prepared, config = small_setup(
+        tiny_llama, smollm2_tokenizer, outer_steps=1, inner_steps=2, refine_steps=12, refine_gradients="changed"
+    )
+    record = run_round(prepared, config, 0, 1, 3)
+    ids = torch.tensor(record.token_ids)
+    assert record.final_distance == pytest.approx(prepared.objectives[1].value(ids), rel=1e-4)
+    assert record.final_distance <= record.admm_distance
+    assert bool(prepared.allowed[ids].all())

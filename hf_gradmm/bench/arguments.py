@@ -33,6 +33,9 @@ class BenchArguments:
     inner_steps: int = field(
         default=0, metadata={"help": "round: x-step Adam steps per outer iteration; 0 = the schedule's."}
     )
+    refine_gradients: Literal["exact", "changed"] = field(
+        default="exact", metadata={"help": "round: the refinement's gradients (see GradMatchConfig.refine_gradients)."}
+    )
     label: int = field(
         default=1, metadata={"help": "round: the class whose round is timed (label id); -1 = every class."}
     )

@@ -41,6 +41,7 @@ def _config(task, args: BenchArguments, seed: int, folder: Path) -> GradMatchCon
         outer_steps=args.outer_steps,
         inner_steps=args.inner_steps,
         target_checkpoints=args.target_checkpoints,
+        refine_gradients=args.refine_gradients,
         seed=seed,
         output_dir=str(folder),
         use_cpu=args.use_cpu,

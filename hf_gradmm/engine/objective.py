@@ -208,6 +208,19 @@ class MatchingObjective:
         (grad,) = torch.autograd.grad(f, x)
         return float(f.detach()), grad
 
+    def row_grad(self, rows: Rows, row: int) -> Tensor:
+        """Gradient (1, T, d) of the batch distance w.r.t. the embeddings of row ``row`` alone, the
+        other rows held at their kept factors: one row's forward and backward instead of the batch's
+        (what the refinement needs after a swap changed that row; engine/refine.py)."""
+        if not self.matched.is_lm_head or not rows.factors:
+            return self.value_and_grad(rows.ids)[1][row : row + 1]
+        x = self.embed(rows.ids[row : row + 1]).clone().requires_grad_(True)
+        a_row, h_row = self.factors(x, create_graph=True)
+        kept = zip(rows.factors, (a_row, h_row))
+        a, h = (torch.cat([t[:row].detach(), new, t[row + 1 :].detach()]) for t, new in kept)
+        (grad,) = torch.autograd.grad(self.distance_from_factors(a, h), x)
+        return grad
+
     def prompts_value(self, batch: dict[str, Tensor]) -> float:
         """Distance of a batch of tokenised prompts of any lengths (left-padded ``input_ids`` and
         ``attention_mask``, :func:`hf_gradmm.lm.encode_prompts`): real texts, held-out or chosen."""
@@ -400,6 +413,9 @@ class TrajectoryObjective:
 
     def per_text(self, ids: Tensor) -> list[float]:
         return self._sum(lambda o: torch.tensor(o.per_text(ids), dtype=torch.float64)).tolist()
+
+    def row_grad(self, rows: Rows, row: int) -> Tensor:
+        return self._sum(lambda o, r: o.row_grad(r, row), rows.parts)
 
     def rows(self, ids: Tensor, cache: bool = True) -> Rows:
         """One :class:`Rows` per checkpoint (each with its own embeddings and keys)."""

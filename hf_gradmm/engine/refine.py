@@ -34,6 +34,9 @@ class SwapObjective(Protocol):
     def swap_values(self, rows: Rows, at: Tensor, new: Rows) -> Tensor:
         """Distances of the batches with row ``at[k]`` replaced by row k of ``new``."""
 
+    def row_grad(self, rows: Rows, row: int) -> Tensor:
+        """Gradient (1, T, d) of the batch distance w.r.t. row ``row``'s embeddings, the others held."""
+
 
 def swap_refine(
     ids: Tensor,
@@ -50,6 +53,7 @@ def swap_refine(
     max_nll_increase: float = 1.0,
     on_step: Callable[[int, float], None] | None = None,
     pinned: Tensor | None = None,
+    gradients: str = "exact",
 ) -> tuple[Tensor, float]:
     """Greedy coordinate search on token ids (GCG style), accepting only exact improvements.
 
@@ -61,6 +65,12 @@ def swap_refine(
     lowers the distance while the batch's mean NLL stays within ``max_nll_increase`` nats of
     where it started. Positions ``pinned`` to a token (>= 0: a pair's middle template tokens) are
     never swapped. Returns the ids and their distance.
+
+    ``gradients``: after an accepted swap, ``"exact"`` recomputes the gradient of every row (a swap
+    in one row changes them all; a forward and backward of the whole batch), ``"changed"`` only the
+    swapped row's, with the others held (one row's pass), keeping the other rows' proposals; the
+    whole batch's is recomputed when a step finds no improving swap. Either way every accepted
+    distance is exact: the proposals are stale, not the values.
     """
     emb = model.get_input_embeddings().weight.detach().float()
     ids, allowed = ids.to(emb.device).clone(), allowed.to(emb.device)
@@ -71,7 +81,7 @@ def swap_refine(
         logprobs = position_logprobs(model, prefix_ids, ids)  # (B, T, V), updated per changed row
         row_nll = _row_nll(logprobs, ids)
         bound = row_nll.mean().item() + max_nll_increase
-    pool = None
+    pool, stale = None, False
     for step in range(steps):
         with torch.no_grad(), stage("refine_scoring"):
             if pool is None:  # the proposals change only when the batch does
@@ -81,17 +91,29 @@ def swap_refine(
             new_rows = objective.rows_from(rows, seq, new_ids)
             values = objective.swap_values(rows, seq, new_rows)
         with stage("refine_accept"):
+            kept = None
             for k in values.argsort().tolist():
                 if values[k] >= current:
                     break
                 row, lp = int(seq[k]), position_logprobs(model, prefix_ids, new_ids[k : k + 1])
                 nll = _row_nll(lp, new_ids[k : k + 1])
                 if (row_nll.sum() - row_nll[row] + nll).item() / batch <= bound:
-                    ids[row], logprobs[row], row_nll[row] = new_ids[k], lp[0], nll[0]
+                    ids[row], logprobs[row], row_nll[row], kept = new_ids[k], lp[0], nll[0], row
                     rows = rows.put(seq[k : k + 1], new_rows.take(slice(k, k + 1)))
-                    current, grad = objective.value_and_grad(ids)  # exact, and the next proposals'
-                    pool = None
+                    current = float(values[k])
                     break
+            if kept is not None and gradients == "exact":
+                current, grad = objective.value_and_grad(ids)  # exact, and the next proposals'
+                pool = None
+            elif kept is not None:  # the changed row's gradient (the others held) and its proposals anew
+                grad[kept], stale = objective.row_grad(rows, kept)[0], True
+                one = slice(kept, kept + 1)
+                pool[kept] = proposals(
+                    grad[one], emb, ids[one], allowed, logprobs[one], candidates_per_position, lm_weight
+                )[0]
+            elif stale:  # nothing kept from stale proposals: draw the next from exact gradients
+                current, grad = objective.value_and_grad(ids)
+                pool, stale = None, False
         if on_step is not None:
             on_step(step, current)
     return ids, current

@@ -74,6 +74,7 @@ class RoundArgs(Protocol):
     projection_beams: int
     refine_steps: int
     max_nll_increase: float
+    refine_gradients: str
     init: str
     init_temperature: float
     init_candidates: int
@@ -350,6 +351,7 @@ def refine(
         max_nll_increase=args.max_nll_increase,
         on_step=on_step,
         pinned=setup.pinned.get(label),
+        gradients=args.refine_gradients,
     )
 
 
