@@ -78,6 +78,18 @@ def barrier() -> None:
         _state().wait_for_everyone()
 
 
+def finish() -> None:
+    """End a multi-process run that succeeded: wait for every process, then destroy the process
+    group while the interpreter is still whole. Left to the interpreter's exit, gloo's worker
+    threads can abort a process ("terminate called without an active exception", SIGABRT) after
+    its work is done. Call it only on success: a failed process must not wait for the others."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def launch(argv: list[str], num_processes: int, use_cpu: bool = False) -> int:
     """Rerun ``hf-gradmm <argv>`` as ``num_processes`` processes with ``accelerate launch``.
 

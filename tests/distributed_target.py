@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from hf_gradmm.distributed import world
+from hf_gradmm.distributed import finish, world
 from hf_gradmm.engine.gradients import class_target, select_matched
 from hf_gradmm.models import load_model_and_tokenizer
 from hf_gradmm.tasks import get_task, label_token_ids, load_task
@@ -18,3 +18,4 @@ target = class_target(
 )
 if world()[0] == 0:
     torch.save(target.tensors, out)
+finish()  # without it, gloo can abort a process at exit after the work is done

@@ -12,6 +12,7 @@ import torch
 
 from hf_gradmm import rundir
 from hf_gradmm.bench import bench_round, bench_step
+from hf_gradmm.distributed import finish
 from hf_gradmm.models import check_model_name, load_model_and_tokenizer
 from hf_gradmm.synthesizer import GradMatchSynthesizer
 from hf_gradmm.targets.pool import check_pool
@@ -57,6 +58,7 @@ def synthesize(config, model_args) -> None:
         if not main:  # the main process reports for all
             raise Interrupted("") from None
         raise interrupted(config) from None
+    finish()  # several processes: every one has its rounds; end them together
     seconds = time.perf_counter() - start
     if synthesizer.rank != 0:  # several processes: the main one reports
         return
