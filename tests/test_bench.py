@@ -61,3 +61,17 @@ def test_bench_round_baseline_runs_every_class_both_ways(tiny_llama, smollm2_tok
     assert [r["final_distance"] for r in runs] == pytest.approx([r["final_distance"] for r in old], rel=1e-5)
     assert report["speedup"] == statistics.median(b["round_s"] / r["round_s"] for r, b in zip(runs, old))
     assert report["label"] == "every class"
+
+
+def test_bench_round_times_a_schedule_against_the_baseline_at_another(tiny_llama, smollm2_tokenizer):
+    """``--schedule fast --baseline --baseline-schedule quick``: the engine's rounds at 'fast' (its
+    steps and changed-row gradients), the baseline's at 'quick' with 0.1.0's exact gradients; each
+    run says which steps it ran."""
+    from hf_gradmm.bench import bench_round
+
+    args = BenchArguments(what="round", batch=2, schedule="fast", baseline=True, baseline_schedule="quick", label=0)
+    report = bench_round(tiny_llama, smollm2_tokenizer, get_task("rotten_tomatoes"), args)
+    assert report["runs"][0]["steps"] == "3 x 5, 40 refinement steps (changed gradients)"
+    assert report["baseline"]["runs"][0]["steps"] == "2 x 5, 10 refinement steps (exact gradients)"
+    assert report["schedule"].startswith("fast: 3 x 5")
+    assert report["speedup"] > 0 and "relative_distance" in report

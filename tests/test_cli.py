@@ -150,6 +150,12 @@ def test_schedule_presets_set_the_steps_and_flags_override_them(capsys):
     assert steps(GradMatchConfig(schedule="none")) == (0, 0, 0)  # the init is the output
     assert steps(GradMatchConfig(schedule="quick", inner_steps=7)) == (2, 7, 10)
     assert steps(GradMatchConfig(refine_steps=0)) == (4, 10, 0)
+    # 'fast' also sets the refinement's gradients; an explicit --refine-gradients wins
+    assert (*steps(GradMatchConfig(schedule="fast")), GradMatchConfig(schedule="fast").refine_gradients) == (
+        3, 5, 40, "changed"
+    )  # fmt: skip
+    assert GradMatchConfig(schedule="fast", refine_gradients="exact").refine_gradients == "exact"
+    assert GradMatchConfig().refine_gradients == "exact"  # what folders made before the option resume with
     again = GradMatchConfig(**GradMatchConfig(schedule="quick", outer_steps=3).to_dict())  # as config.yaml reads back
     assert steps(again) == (3, 5, 10)
     assert GradMatchConfig(schedule="paper", outer_steps=4, inner_steps=10, refine_steps=40).fingerprint() == (
@@ -157,4 +163,4 @@ def test_schedule_presets_set_the_steps_and_flags_override_them(capsys):
     )
     with pytest.raises(SystemExit):
         main(["synthesize", "--help"])
-    assert "{default,quick,paper,none}" in capsys.readouterr().out
+    assert "{default,fast,quick,paper,none}" in capsys.readouterr().out

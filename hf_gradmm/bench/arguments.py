@@ -33,8 +33,8 @@ class BenchArguments:
     inner_steps: int = field(
         default=0, metadata={"help": "round: x-step Adam steps per outer iteration; 0 = the schedule's."}
     )
-    refine_gradients: Literal["exact", "changed"] = field(
-        default="exact", metadata={"help": "round: the refinement's gradients (see GradMatchConfig.refine_gradients)."}
+    refine_gradients: Literal["auto", "exact", "changed"] = field(
+        default="auto", metadata={"help": "round: the refinement's gradients (see GradMatchConfig.refine_gradients)."}
     )
     label: int = field(
         default=1, metadata={"help": "round: the class whose round is timed (label id); -1 = every class."}
@@ -43,6 +43,11 @@ class BenchArguments:
         default=False,
         metadata={"help": "round: also run each round as hf_gradmm 0.1.0 did (the same search, every row "
                   "recomputed at every step), and report both, the speed-up and the quality difference."},
+    )  # fmt: skip
+    baseline_schedule: Literal["same", "default", "fast", "quick", "paper"] = field(
+        default="same",
+        metadata={"help": "round: the steps of the --baseline rounds: 'same' (this run's) or a schedule preset, "
+                  "e.g. 'default' to time --schedule fast against 0.1.0's default round."},
     )  # fmt: skip
     seed: int = field(default=42, metadata={"help": "round: seed of the first run."})
     seeds: int = field(default=1, metadata={"help": "round: runs with seeds seed, seed + 1, ...; the median counts."})

@@ -7,7 +7,9 @@ refinement steps, what the results were measured with), recording the engine's s
 distance and mean NLL of the texts, and the texts per hour that pace gives; with several seeds
 or classes, each run and their medians. ``--baseline`` runs every round a second time as
 hf_gradmm 0.1.0 computed it (bench/baseline.py: the same search, every row recomputed), on the
-same set-up, and reports the speed-up and how the two rounds' distances, NLLs and texts compare.
+same set-up, and reports the speed-up and how the two rounds' distances, NLLs and texts compare;
+``--baseline-schedule`` runs those at another schedule (``--schedule fast --baseline-schedule
+default``: a faster schedule against 0.1.0's default round).
 """
 
 from __future__ import annotations
@@ -32,16 +34,19 @@ from hf_gradmm.targets.setup import prepare
 from hf_gradmm.tasks import load_task
 
 
-def _config(task, args: BenchArguments, seed: int, folder: Path) -> GradMatchConfig:
+def _config(task, args: BenchArguments, seed: int, folder: Path, baseline: bool = False) -> GradMatchConfig:
+    """The round's settings; ``baseline``: those of the ``--baseline`` rounds (0.1.0 had only exact
+    refinement gradients; ``--baseline-schedule`` may replace the schedule and its steps)."""
+    own = not baseline or args.baseline_schedule == "same"
     return GradMatchConfig(
         task=task.name,
         per_class=args.batch,
         texts_per_round=args.batch,
-        schedule=args.schedule,
-        outer_steps=args.outer_steps,
-        inner_steps=args.inner_steps,
+        schedule=args.schedule if own else args.baseline_schedule,
+        outer_steps=args.outer_steps if own else 0,
+        inner_steps=args.inner_steps if own else 0,
         target_checkpoints=args.target_checkpoints,
-        refine_gradients=args.refine_gradients,
+        refine_gradients="exact" if baseline else args.refine_gradients,
         seed=seed,
         output_dir=str(folder),
         use_cpu=args.use_cpu,
@@ -74,13 +79,15 @@ def _round(prepared, config: GradMatchConfig, label: int, batch: int, folder: Pa
         "nll": statistics.mean(record.nll),
         "texts": record.texts,
         "seq_len": prepared.seq_lens[label],
-        "steps": f"{config.outer_steps} x {config.inner_steps}, {config.refine_steps} refinement steps",
+        "steps": f"{config.outer_steps} x {config.inner_steps}, {config.refine_steps} refinement steps "
+        f"({config.refine_gradients} gradients)",
     }
 
 
 def _seed_runs(model, tokenizer, task, data, args: BenchArguments, seed: int, folder: Path) -> tuple[list, list]:
     """The rounds of one seed for every timed class: the engine's and, with ``--baseline``, 0.1.0's."""
     config = _config(task, args, seed, folder)
+    old_config = _config(task, args, seed, folder, baseline=True)
     labels = range(task.num_labels) if args.label == -1 else [args.label]
     runs, baseline = [], []
     torch.manual_seed(seed)
@@ -90,7 +97,7 @@ def _seed_runs(model, tokenizer, task, data, args: BenchArguments, seed: int, fo
     for label in labels:
         runs.append({**_round(prepared, config, label, args.batch, folder), "targets_s": seconds["targets"]})
         if args.baseline:
-            baseline.append({**_round(prepared, config, label, args.batch, folder, BASELINE), "targets_s": 0.0})
+            baseline.append({**_round(prepared, old_config, label, args.batch, folder, BASELINE), "targets_s": 0.0})
     return runs, baseline
 
 
