@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from hf_gradmm.arguments import SEED_MAX, TaskArguments, check_choices, check_number, report_targets
+from hf_gradmm.targets.coverage import check_coverage
 from hf_gradmm.targets.privacy import check_config
 
 # schedule -> (outer_steps, inner_steps, refine_steps, refine_gradients); seconds per round in docs/performance.md
@@ -194,6 +195,15 @@ class GradMatchConfig(TaskArguments):
         metadata={
             "help": "init 'select': texts the model writes per round to choose the B from (each run once; "
             "300 on SmolLM2 and 2 CPU cores: 41-52 s per round, measured in docs/results.md)."
+        },
+    )
+    coverage_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "init 'select' only: > 0 cuts each class's real target examples into texts_per_round groups "
+            "of similar gradients (targets/coverage.py) and scores text j of the batch by the batch distance plus "
+            "this weight times its distance to group j's mean gradient, so a batch covers the class's modes. "
+            "0: off (the batch distance alone). Needs lm_head matching at theta0; refused under DP."
         },
     )
     init_candidates: int = field(
@@ -400,6 +410,7 @@ class GradMatchConfig(TaskArguments):
         check_number(self, "max_nll_increase", 0)
         check_number(self, "trajectory_lr", 0, note="0 = the evaluation harness's")
         check_number(self, "projection_guidance", 0, 1)
+        check_number(self, "coverage_weight", 0)
         check_number(self, "dp_delta", 0, 1, low_open=True, high_open=True)
         outer, inner, refine, gradients = SCHEDULES[self.schedule]
         self.refine_gradients = gradients if self.refine_gradients == "auto" else self.refine_gradients
@@ -417,6 +428,7 @@ class GradMatchConfig(TaskArguments):
                 f"init 'select' chooses texts_per_round={self.texts_per_round} texts from select_pool="
                 f"{self.select_pool}; raise --select-pool to at least {self.texts_per_round} (300 is the default)."
             )
+        check_coverage(self)
         self.checkpoint_specs()  # refuses a malformed target_checkpoints / weights now, not after loading
         if self.matched_params == "peft" and self.target_checkpoints.strip() != "theta0":
             raise ValueError(
@@ -490,6 +502,7 @@ class GradMatchConfig(TaskArguments):
 LATER_DEFAULTS = {
     "target_control": "off",
     "select_pool": 300,
+    "coverage_weight": 0.0,
     "encoding": None,
     "second_seq_len": 0,
     "refine_gradients": "exact",

@@ -164,6 +164,18 @@ def test_harness_touches_the_test_split_once_per_run(
         again = judged["readability"][method]
         assert again["nll_judge"] == pytest.approx(entry["nll_judge"], rel=1e-4), method
         assert again["label_filter_keep"] == entry["label_filter_keep"] and again["distinct_2"] == entry["distinct_2"]
+    # judged results merged with an unjudged evaluation of another method: its judge cell is "-", the rest kept
+    unjudged = {m: {k: v for k, v in r.items() if k != "nll_judge"} for m, r in whole["readability"].items()}
+    other = [{**r, "method": "other"} for r in whole["runs"] if r["method"] == "llm"]
+    (tmp_path / "u.json").write_text(json.dumps({**whole, "judge": None, "runs": other,
+        "readability": {"other": unjudged["llm"], "real test texts": unjudged["real test texts"]}}))  # fmt: skip
+    mixed = run_evaluation(
+        task, EvaluateArguments(merge=f"{tmp_path / 'j.json'},{tmp_path / 'u.json'}", output=str(tmp_path / "x.json")),
+        FinetuneConfig(**TINY_RECIPE),
+    )  # fmt: skip
+    assert mixed["readability"]["real test texts"] == judged["readability"]["real test texts"]
+    table = (tmp_path / "x.md").read_text()
+    assert f"| other | {unjudged['llm']['nll_generator']:.2f} | - |" in table
     (tmp_path / "c.json").write_text(json.dumps({**whole, "recipe": {**whole["recipe"], "max_steps": 9}}))
     with pytest.raises(ValueError, match="another recipe"):
         run_evaluation(task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}"), FinetuneConfig())

@@ -25,6 +25,7 @@ OUT_OF_RANGE = {
         **{"refine_steps": -2, "projection_beams": 201, "projection_guidance": 1.5, "dp_delta": 1.0},
         **dict.fromkeys(("lr", "rho", "init_temperature", "dp_clip_norm"), 0.0),
         **dict.fromkeys(("grad_clip", "lm_coeff", "max_nll_increase", "trajectory_lr", "dp_epsilon"), -0.5),
+        "coverage_weight": -0.5,
     },
     BenchArguments: {
         **dict.fromkeys(("batch", "seq_len", "repeats", "seeds"), 0),

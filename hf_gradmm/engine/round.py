@@ -29,7 +29,7 @@ from hf_gradmm.engine.objective import Objective
 from hf_gradmm.engine.projection import project
 from hf_gradmm.engine.refine import swap_refine
 from hf_gradmm.engine.rows import Rows, concat_rows
-from hf_gradmm.engine.select import select_batch
+from hf_gradmm.engine.select import CoverageGroups, select_batch
 from hf_gradmm.engine.stages import stage
 from hf_gradmm.lm import decode_texts, pinned_span, sample_texts, text_ids, token_logprobs
 from hf_gradmm.tasks.registry import split_pair
@@ -79,6 +79,7 @@ class RoundArgs(Protocol):
     init_temperature: float
     init_candidates: int
     select_pool: int
+    coverage_weight: float
     keep_prefix: bool
 
 
@@ -98,6 +99,7 @@ class RoundSetup:
     pool: dict[int, dict[str, list[str]]]  # per class: real 'target' and 'heldout' texts (init 'real' reads them)
     # per class, a pair task's fixed positions: (T,) the middle template token at each, -1 where free; {}: none
     pinned: dict[int, Tensor]
+    coverage: dict[int, CoverageGroups]  # per class, the real examples' gradient groups; {}: coverage off
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,8 @@ def initial_point(
         prefix = setup.prefix_ids[label]
         ids = sample_texts(model, prefix, setup.allowed, drawn, length, gen, args.init_temperature, pinned)
         if args.init == "select":
-            ids = ids[select_batch(objective, ids, batch)]
+            coverage = setup.coverage.get(label)
+            ids = ids[select_batch(objective, ids, batch, coverage=coverage, weight=args.coverage_weight)]
         return objective.embed(ids).clone(), ids
     if args.init == "real":
         ids_list = [real_ids(setup.tokenizer, t, length, pinned) for t in setup.pool[label]["target"]]

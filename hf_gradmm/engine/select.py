@@ -8,31 +8,79 @@ closed form one (B + M) x V x d product, nothing V x d per text), the best kept;
 until no slot changes. Every chosen text is one the LM wrote, token for token: readable by
 construction, and exact in its reported distance. ``init='select'`` starts a round from the
 choice; with ``schedule='none'`` the choice is the round's output.
+
+Coverage (``coverage_weight > 0``): the class's real examples are cut into B groups of similar
+gradients (targets/coverage.py), slot j of the batch is scored by the batch distance plus the
+weight times its text's distance to group j's mean gradient, so the batch matches the class
+while each text stands for one of its modes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
-def select_batch(objective, candidates: Tensor, batch: int, passes: int = 4) -> Tensor:
+@dataclass(frozen=True)
+class CoverageGroups:
+    """A class's real target examples in B groups: each example's lm_head factors (its gradient is
+    ``a h^T``) and its group (targets/coverage.py builds it)."""
+
+    a: Tensor  # (n, V)
+    h: Tensor  # (n, d)
+    group: Tensor  # (n,) group of each example, 0 .. B - 1
+
+    @property
+    def count(self) -> int:
+        return int(self.group.max()) + 1
+
+    def distances(self, a: Tensor, h: Tensor) -> Tensor:
+        """(M, B): 1 - cosine between each text's gradient ``a_i h_i^T`` and each group's mean gradient,
+        closed form (nothing V x d is formed): ``<a h^T, A^T H> = (A a) . (H h)``."""
+        onehot = F.one_hot(self.group).float()  # (n, B)
+        sizes = onehot.sum(0)
+        ra, rh = self.a.float(), self.h.float()
+        dots = ((a.float() @ ra.T) * (h.float() @ rh.T)) @ onehot / sizes  # <g_i, G_j>
+        gram = (ra @ ra.T) * (rh @ rh.T)
+        group_sq = (onehot * (gram @ onehot)).sum(0) / sizes**2  # ||G_j||^2
+        norms = a.float().norm(dim=1) * h.float().norm(dim=1)
+        return 1 - dots / (norms[:, None] * group_sq.sqrt()[None]).clamp_min(1e-30)
+
+
+def select_batch(
+    objective,
+    candidates: Tensor,
+    batch: int,
+    passes: int = 4,
+    coverage: CoverageGroups | None = None,
+    weight: float = 0.0,
+) -> Tensor:
     """Indices into ``candidates`` (M, T) of the ``batch`` texts chosen.
 
     Starts from the first ``batch`` candidates (the sampler's draws are exchangeable), then
-    at most ``passes`` sweeps over the slots; a sweep without a change ends it early.
+    at most ``passes`` sweeps over the slots; a sweep without a change ends it early. With
+    ``coverage`` (B groups), slot j's choice minimises the batch distance plus ``weight`` times the
+    text's distance to group j (:meth:`CoverageGroups.distances`).
     """
     if len(candidates) < batch:
         raise ValueError(
             f"select_pool ({len(candidates)}) must be at least texts_per_round ({batch}): a batch is chosen from it."
         )
+    if coverage is not None and coverage.count != batch:
+        raise ValueError(f"{coverage.count} coverage groups for a batch of {batch}: a slot stands for one group.")
     pool = objective.rows(candidates, cache=False)
+    costs = weight * coverage.distances(*pool.factors).cpu() if coverage is not None else None
     chosen = torch.arange(batch)
     rows = pool.take(chosen)
     for _ in range(passes):
         changed = False
         for slot in range(batch):
             values = objective.swap_values(rows, torch.full((len(candidates),), slot), pool)  # a new tensor
+            if costs is not None:
+                values = values + costs[:, slot]
             taken = chosen[torch.arange(batch) != slot]
             values[taken] = float("inf")  # a text appears once; the slot's own text stays a choice
             pick = int(values.argmin())

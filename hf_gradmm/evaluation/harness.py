@@ -420,7 +420,8 @@ def merge_results(
                     "the same run twice; merge each run once."
                 )
             seen[key] = run
-    readability = {m: r for part in parts for m, r in (part.get("readability") or {}).items()}
+    # a method in several files (the real test texts) keeps the first file's figures, judged as its judge says
+    readability = {m: r for part in reversed(parts) for m, r in (part.get("readability") or {}).items()}
     if args.judge:
         readability = _remeasured_readability(parts[0], runs, task, args.judge, models or {})
     results = {

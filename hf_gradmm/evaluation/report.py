@@ -55,7 +55,7 @@ def _readability_lines(results: dict) -> list[str]:
              head + " longest repeat | distinct-2 | label filter keeps |",
              "|" + " --- |" * (5 + bool(judge))]  # fmt: skip
     for method, r in read.items():
-        judged = f" {r['nll_judge']:.2f} |" if judge else ""
+        judged = (f" {r['nll_judge']:.2f} |" if "nll_judge" in r else " - |") if judge else ""  # merged: not all judged
         keep = f" {r['label_filter_keep']:.2f} |" if "label_filter_keep" in r else " |"  # older results lack it
         lines.append(
             f"| {method} | {r['nll_generator']:.2f} |{judged} {r['longest_repeat_mean']:.1f} / "

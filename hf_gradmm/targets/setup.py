@@ -20,6 +20,7 @@ from hf_gradmm.engine.objective import Checkpoint, TrajectoryObjective
 from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.engine.round import RoundSetup
 from hf_gradmm.lm import start_ids
+from hf_gradmm.targets.coverage import coverage_groups
 from hf_gradmm.targets.pool import (
     Parts,
     class_objectives,
@@ -83,6 +84,12 @@ def prepare(
         objectives = {c: p[0][1] for c, p in parts.items()}
     else:
         objectives = {c: TrajectoryObjective(p, model.get_input_embeddings()) for c, p in parts.items()}
+    coverage = {}
+    if args.coverage_weight > 0:  # theta0 only (config.py): the given model
+        groups = args.texts_per_round
+        coverage = coverage_groups(
+            model, tokenizer, task, pool, label_tokens, groups, args.target_batch_size, args.seed
+        )
     return Prepared(
         model=model,
         tokenizer=tokenizer,
@@ -92,6 +99,7 @@ def prepare(
         prefix_ids={c: start_ids(tokenizer, task.class_prefix(c, args.projection_prefix)) for c in parts},
         seq_lens=seq_lens,
         pinned=pinned,
+        coverage=coverage,
         objectives=objectives,
         label_names=list(task.label_names),
         pool=pool,
