@@ -24,15 +24,14 @@ from hf_gradmm.tasks import TaskSpec
 
 def check_coverage(args) -> None:
     """Refuse ``coverage_weight > 0`` where the groups cannot be built or used, naming the fix
-    (run from the config's checks, before any model loads)."""
+    (run from the config's checks, before any model loads; under DP it is one of
+    targets/privacy.py's leaking options)."""
     if args.coverage_weight <= 0:
         return
     flag = f"--coverage-weight {args.coverage_weight:g}"
     problems = []
     if args.init != "select":
         problems.append(f"it weighs the selection's choice, so it needs --init select (got {args.init!r})")
-    if args.dp_epsilon > 0:
-        problems.append("it groups the real examples by their own gradients, outside the DP noise: set it to 0")
     if args.matched_params != "lm_head":
         problems.append("its groups are built from lm_head gradients: use --matched-params lm_head")
     if args.target_checkpoints.strip() != "theta0":

@@ -65,6 +65,11 @@ def leaking_options(args) -> list[str]:
         )
     if args.init == "real":
         leaks.append("init='real' starts from real examples: use --init lm or --init random")
+    if args.coverage_weight > 0:
+        leaks.append(
+            "coverage_weight > 0 groups the real examples by their own gradients, outside the DP noise: set "
+            "--coverage-weight 0"
+        )
     if args.calibrate and args.heldout_examples > 0:
         leaks.append(
             "heldout_examples > 0 puts distances of real held-out texts in metrics.json and the dataset card: "
