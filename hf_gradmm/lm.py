@@ -32,6 +32,24 @@ CONTENT_FREE = ("N/A", "", "[MASK]")
 # ---------------------------------------------------------------------------------------------
 
 
+def embedding_scale(model: nn.Module) -> float:
+    """The factor the model's input embedding layer multiplies its weight rows by (Gemma: sqrt(d);
+    most models: 1): token ``v`` enters the model as ``weight[v] * scale``, the space the engine's
+    points live in, so a point is compared with token rows scaled by it. Raises ``ValueError``
+    for a layer that is not a scaled lookup of its rows."""
+    layer = model.get_input_embeddings()
+    probe = torch.arange(min(16, layer.weight.shape[0]), device=layer.weight.device)
+    with torch.no_grad():
+        given, rows = layer(probe).float(), layer.weight[probe].float()
+    scale = float(given.norm() / rows.norm())
+    if not torch.allclose(given, rows * scale, rtol=1e-2, atol=1e-6):
+        raise ValueError(
+            f"{type(layer).__name__} does not give scaled rows of its weight for token ids; hf_gradmm "
+            "projects points onto those rows and cannot use this model."
+        )
+    return scale
+
+
 def text_ids(tokenizer, text: str) -> list[int]:
     """``text``'s token ids without special tokens: how a text (not a prompt) is tokenised."""
     return tokenizer(text, add_special_tokens=False)["input_ids"]

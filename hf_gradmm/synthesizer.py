@@ -14,6 +14,10 @@ The run is a schedule of rounds (B texts of one class each); every finished roun
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -283,6 +287,12 @@ class GradMatchSynthesizer:
         )
         self.state.global_step = len(done) * steps
         self._event("on_train_begin")
+        with _ctrl_c_remembered() as pressed:
+            self._run_rounds(plan, done, pressed)
+
+    def _run_rounds(self, plan: list[tuple[int, int, int]], done: dict[int, RoundRecord], pressed) -> None:
+        """The round loop of :meth:`_run_schedule`; ``pressed()`` is true once Ctrl-C was pressed."""
+        steps = self.args.outer_steps
         for round_idx, label, batch in plan:
             if round_idx in done or round_idx % self.world != self.rank:  # finished, or another process's
                 continue
@@ -295,6 +305,8 @@ class GradMatchSynthesizer:
             with stage("io"):
                 rundir.save_round(self.output_dir, record)
             done[round_idx] = record
+            if pressed():  # a Ctrl-C whose KeyboardInterrupt Python dropped (see _ctrl_c_remembered)
+                raise KeyboardInterrupt
             self.state.global_step = len(done) * steps  # also when a round stopped early
             self.state.epoch = len(done)
             self._event("on_epoch_end", finished_rounds=[done[i] for i in sorted(done)])
@@ -337,3 +349,29 @@ class GradMatchSynthesizer:
         ]
         metrics = run_metrics(self.prepared, rounds, self.args, self.world, calibrate)
         return SynthesisResult(texts, rounds, list(self.task.label_names), metrics, str(self.output_dir))
+
+
+@contextmanager
+def _ctrl_c_remembered() -> Iterator:
+    """Within: Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` as usual and is also remembered; yields
+    a function telling whether it was pressed.
+
+    Python drops an exception raised while a finalizer runs ("Exception ignored in ..."), and the
+    garbage collector runs finalizers at any moment of a round, so a Ctrl-C landing there would be
+    lost and the run would go on to its end. The round loop asks after each saved round and raises
+    it again. Any handler already installed (a notebook's, accelerate's) is still called."""
+    if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread only
+        yield lambda: False
+        return
+    pressed = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        pressed.set()
+        (previous if callable(previous) else signal.default_int_handler)(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield pressed.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -96,6 +96,18 @@ def small_setup(rotten_tomatoes, tmp_path):
     return make
 
 
+def round_draws(prepared, config, label: int, count: int, round_idx: int = 0):
+    """The ``count`` texts round ``round_idx`` of class ``label`` draws from the LM for its 'lm' or
+    'select' init (the same generator, prefix and length), to check what the round kept."""
+    from hf_gradmm.engine.round import round_generator
+    from hf_gradmm.lm import sample_texts
+
+    return sample_texts(
+        prepared.model, prepared.prefix_ids[label], prepared.allowed, count, prepared.seq_lens[label],
+        round_generator(config.seed, round_idx), config.init_temperature,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def real_synthesis(smollm2, rotten_tomatoes, tmp_path_factory):
     """One small GRADMM run on the real SmolLM2 + Rotten Tomatoes (4 texts per class, reduced

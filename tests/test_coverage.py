@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import round_draws
 
 from hf_gradmm.config import GradMatchConfig
-from hf_gradmm.engine.round import round_generator, run_round
+from hf_gradmm.engine.round import run_round
 from hf_gradmm.engine.select import CoverageGroups, select_batch
-from hf_gradmm.lm import sample_texts
 from hf_gradmm.targets.coverage import gradient_groups
 
 pytestmark = pytest.mark.usefixtures("models_restored")
@@ -103,10 +103,7 @@ def test_real_model_covering_selection_brings_each_text_to_its_group(smollm2, sm
         init="select", schedule="none", select_pool=24, target_examples=16, coverage_weight=0.3,
     )  # fmt: skip
     record = run_round(prepared, config, 0, 1, 4)
-    drawn = sample_texts(
-        model, prepared.prefix_ids[1], prepared.allowed, 24, prepared.seq_lens[1], round_generator(config.seed, 0),
-        config.init_temperature,
-    )  # fmt: skip
+    drawn = round_draws(prepared, config, 1, 24)
     assert all(row in drawn.tolist() for row in record.token_ids)
     objective, groups = prepared.objectives[1], prepared.coverage[1]
     assert sorted(torch.bincount(groups.group).tolist(), reverse=True) == torch.bincount(groups.group).tolist()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
+from torch import nn
 
 from hf_gradmm.engine.projection import allowed_vocabulary, cosine_candidates, project
-from hf_gradmm.lm import token_logprobs
+from hf_gradmm.lm import embedding_scale, token_logprobs
 
 
 def _setup(model, tokenizer, batch=2, length=3, seed=0):
@@ -49,3 +51,34 @@ def test_exhaustive_beam_search_finds_the_jointly_likeliest_text(tiny_llama, smo
         assert torch.allclose(logprobs[row], recomputed, atol=1e-4)
         assert len({tuple(r) for r in ids[row].tolist()}) == k**2  # all distinct
         assert (recomputed.sum(1).diff() <= 1e-4).all()  # best first
+
+
+def test_embedding_scale_is_what_the_layer_multiplies_its_rows_by(tiny_llama, smollm2_tokenizer):
+    """Gemma's embedding layer gives weight rows times sqrt(d): a random init drawn at the rows' norm
+    would start 1/sqrt(d) as long as the tokens the model sees (targets/setup.py scales by it)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    assert embedding_scale(tiny_llama) == 1.0
+    config = Gemma3TextConfig(
+        vocab_size=300, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8,
+    )  # fmt: skip
+    gemma = Gemma3ForCausalLM(config).eval()
+    assert embedding_scale(gemma) == pytest.approx(16**0.5, rel=1e-5)
+    ids = torch.tensor([3, 5, 7])
+    expected = gemma.get_input_embeddings().weight[ids] * embedding_scale(gemma)
+    assert torch.allclose(gemma.get_input_embeddings()(ids), expected, atol=1e-5)
+
+    class Shifted(nn.Embedding):  # not a scaled lookup: refused, naming the layer
+        def forward(self, ids):
+            return super().forward(ids) + 1.0
+
+    tiny_llama.model.embed_tokens, kept = (
+        Shifted(*tiny_llama.get_input_embeddings().weight.shape),
+        tiny_llama.model.embed_tokens,
+    )
+    try:
+        with pytest.raises(ValueError, match="Shifted does not give scaled rows"):
+            embedding_scale(tiny_llama)
+    finally:
+        tiny_llama.model.embed_tokens = kept

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import round_draws
 
 from hf_gradmm.config import GradMatchConfig
-from hf_gradmm.engine.round import round_generator, run_round
+from hf_gradmm.engine.round import run_round
 from hf_gradmm.engine.select import select_batch
-from hf_gradmm.lm import sample_texts
 
 pytestmark = pytest.mark.usefixtures("models_restored")
 
@@ -47,10 +47,7 @@ def test_select_round_keeps_the_lm_texts_it_chose(tiny_llama, smollm2_tokenizer,
     token, its distance is the chosen batch's, and nothing moved them (initial = final)."""
     prepared, config = small_setup(tiny_llama, smollm2_tokenizer, init="select", schedule="none", select_pool=8)
     record = run_round(prepared, config, 0, 1, 3)
-    drawn = sample_texts(
-        tiny_llama, prepared.prefix_ids[1], prepared.allowed, 8, prepared.seq_lens[1], round_generator(config.seed, 0),
-        config.init_temperature,
-    )  # fmt: skip
+    drawn = round_draws(prepared, config, 1, 8)
     assert all(row in drawn.tolist() for row in record.token_ids)
     assert record.initial_distance == record.final_distance == record.admm_distance
     chosen = select_batch(prepared.objectives[1], drawn, 3)
@@ -62,10 +59,7 @@ def test_lm_init_without_steps_is_the_no_target_control(tiny_llama, smollm2_toke
     """init 'lm' + schedule 'none': the model's own draws, unmatched (the no-target control)."""
     prepared, config = small_setup(tiny_llama, smollm2_tokenizer, schedule="none")
     record = run_round(prepared, config, 0, 0, 3)
-    drawn = sample_texts(
-        tiny_llama, prepared.prefix_ids[0], prepared.allowed, 3, prepared.seq_lens[0], round_generator(config.seed, 0),
-        config.init_temperature,
-    )  # fmt: skip
+    drawn = round_draws(prepared, config, 0, 3)
     assert record.token_ids == drawn.tolist()
 
 
@@ -112,10 +106,7 @@ def test_real_model_selection_matches_closer_than_the_lm_draws(smollm2, small_se
         init="select", schedule="none", select_pool=24, target_examples=16,
     )  # fmt: skip
     record = run_round(prepared, config, 0, 1, 4)
-    drawn = sample_texts(
-        model, prepared.prefix_ids[1], prepared.allowed, 24, prepared.seq_lens[1], round_generator(config.seed, 0),
-        config.init_temperature,
-    )  # fmt: skip
+    drawn = round_draws(prepared, config, 1, 24)
     assert record.final_distance < _batch_value(prepared.objectives[1], drawn[:4])
     assert all(row in drawn.tolist() for row in record.token_ids)
     assert record.texts == [t.strip() for t in tokenizer.batch_decode(torch.tensor(record.token_ids))]

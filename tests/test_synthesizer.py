@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import weakref
 
 import pytest
 import torch
@@ -115,6 +118,30 @@ def test_same_seed_same_texts_and_resume_after_a_kill(
         _run(tiny_llama, smollm2_tokenizer, data, out, resume=True, lr=0.01)
     resumed = _run(tiny_llama, smollm2_tokenizer, data, out, resume=True)
     assert [t.text for t in resumed.texts] == [t.text for t in result.texts]
+
+
+class CtrlCInAFinalizer(TrainerCallback):
+    """Presses Ctrl-C (SIGINT to this process) from inside a finalizer at round 0's first step:
+    Python drops the KeyboardInterrupt raised there ("Exception ignored in ...")."""
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 1:
+            weakref.finalize(Dummy(), os.kill, os.getpid(), signal.SIGINT)  # runs (and drops) at once
+
+
+class Dummy:
+    pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one, on purpose
+def test_a_ctrl_c_python_dropped_still_stops_the_run_after_the_round(
+    tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path
+):
+    data, _ = rotten_tomatoes
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_llama, smollm2_tokenizer, data, tmp_path / "c", callbacks=[CtrlCInAFinalizer()], per_class=2)
+    assert [p.name for p in (tmp_path / "c" / "rounds").iterdir()] == ["round_0000.json"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
 
 
 class StopAfterOneRound(TrainerCallback):

@@ -145,7 +145,7 @@ def initial_point(
         x = torch.randn(batch, length, emb.shape[1], generator=gen).to(emb.device)  # same draw on any device
         x = (x / x.norm(dim=-1, keepdim=True) * setup.embed_norm).to(emb.dtype)
         if pinned is not None:  # a pair's middle template tokens are themselves from the start
-            x[:, pinned >= 0] = emb[pinned[pinned >= 0]].to(x.device)
+            x[:, pinned >= 0] = objective.embed(pinned[pinned >= 0]).to(x.device, x.dtype)
         value = objective.value_embeds(x)
         if value < best:
             best, best_x = value, x

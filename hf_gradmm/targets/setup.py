@@ -19,7 +19,7 @@ from hf_gradmm.engine.gradients import MatchedModules, prepare_matched
 from hf_gradmm.engine.objective import Checkpoint, TrajectoryObjective
 from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.engine.round import RoundSetup
-from hf_gradmm.lm import start_ids
+from hf_gradmm.lm import embedding_scale, start_ids
 from hf_gradmm.targets.coverage import coverage_groups
 from hf_gradmm.targets.pool import (
     Parts,
@@ -94,7 +94,7 @@ def prepare(
         model=model,
         tokenizer=tokenizer,
         allowed=allowed,
-        embed_norm=float(emb[allowed].float().norm(dim=-1).mean()),
+        embed_norm=float(emb[allowed].float().norm(dim=-1).mean()) * embedding_scale(model),
         start_ids=start_ids(tokenizer),
         prefix_ids={c: start_ids(tokenizer, task.class_prefix(c, args.projection_prefix)) for c in parts},
         seq_lens=seq_lens,
