@@ -79,8 +79,9 @@ class GradMatchConfig(TaskArguments):
             "'default''s over 6 rounds; 3 of its training sets trained as the default's, +0.7 points [-2.8, +4.0]), "
             "'quick' 2 x 5, 10 (~40 s: for trying things out; its data quality is not measured), 'paper' 30 x 50, 0 "
             "(the authors' schedule, no refinement: ~16 min per round, estimated from the measured stages), 'none' "
-            "0 x 0, 0 (no ADMM and no refinement: the init is the output; with init 'select' a pure selection, with "
-            "init 'lm' the model's own samples through the engine, the no-target control). "
+            "0 x 0, 0 (no ADMM and no refinement: the init is the output; with init 'select' a pure selection, "
+            "~30 s per round, 5x faster than 0.1.0's 'default' round at a lower distance and NLL, a different search; "
+            "with init 'lm' the model's own samples through the engine, the no-target control). "
             "outer_steps, inner_steps and refine_steps override it. "
             "docs/performance.md has the measurements."
         },
@@ -194,7 +195,8 @@ class GradMatchConfig(TaskArguments):
         default=300,
         metadata={
             "help": "init 'select': texts the model writes per round to choose the B from (each run once; "
-            "300 on SmolLM2 and 2 CPU cores: 41-52 s per round, measured in docs/results.md)."
+            "300 on SmolLM2 and 2 CPU cores: 27-30 s per round on a quiet day, 37-52 s on slower ones; "
+            "docs/performance.md)."
         },
     )
     coverage_weight: float = field(

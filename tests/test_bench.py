@@ -75,3 +75,23 @@ def test_bench_round_times_a_schedule_against_the_baseline_at_another(tiny_llama
     assert report["baseline"]["runs"][0]["steps"] == "2 x 5, 10 refinement steps (exact gradients)"
     assert report["schedule"].startswith("fast: 3 x 5")
     assert report["speedup"] > 0 and "relative_distance" in report
+
+
+def test_bench_round_times_a_selection_against_the_default_round(tiny_llama, smollm2_tokenizer):
+    """``--init select --schedule none --baseline --baseline-schedule quick``: the engine's round is
+    a pure selection (no ADMM step, no refinement: its output is its init), the baseline's rounds
+    start from the default 'lm' init at the named schedule; both report which init they ran."""
+    from hf_gradmm.bench import bench_round
+
+    args = BenchArguments(
+        what="round", batch=2, init="select", schedule="none", baseline=True, baseline_schedule="quick", label=0
+    )
+    report = bench_round(tiny_llama, smollm2_tokenizer, get_task("rotten_tomatoes"), args)
+    run, old = report["runs"][0], report["baseline"]["runs"][0]
+    assert (run["init"], old["init"]) == ("select", "lm")
+    assert run["steps"].startswith("0 x 0, 0 refinement steps")
+    assert old["steps"].startswith("2 x 5, 10 refinement steps")
+    assert "x_step" not in run["stages"] and "x_step" in old["stages"]
+    assert run["final_distance"] == pytest.approx(run["initial_distance"])  # the selection is the output
+    assert report["same_texts"] == 0 and report["speedup"] > 0
+    assert run["allowed_tokens_only"] and old["allowed_tokens_only"] and report["allowed_tokens_only"]

@@ -33,6 +33,12 @@ class BenchArguments:
     inner_steps: int = field(
         default=0, metadata={"help": "round: x-step Adam steps per outer iteration; 0 = the schedule's."}
     )
+    init: Literal["lm", "select", "random", "real"] = field(
+        default="lm",
+        metadata={"help": "round: the round's init (see GradMatchConfig.init); '--init select --schedule none' "
+                  "times a pure selection of LM-written texts. Baseline rounds at a named --baseline-schedule "
+                  "start from the default init 'lm', as 0.1.0's rounds did."},
+    )  # fmt: skip
     refine_gradients: Literal["auto", "exact", "changed"] = field(
         default="auto", metadata={"help": "round: the refinement's gradients (see GradMatchConfig.refine_gradients)."}
     )

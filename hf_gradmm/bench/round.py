@@ -9,7 +9,9 @@ or classes, each run and their medians. ``--baseline`` runs every round a second
 hf_gradmm 0.1.0 computed it (bench/baseline.py: the same search, every row recomputed), on the
 same set-up, and reports the speed-up and how the two rounds' distances, NLLs and texts compare;
 ``--baseline-schedule`` runs those at another schedule (``--schedule fast --baseline-schedule
-default``: a faster schedule against 0.1.0's default round).
+default``: a faster schedule against 0.1.0's default round; ``--init select --schedule none
+--baseline-schedule default``: a pure selection of LM-written texts against it). Each run says
+whether its texts use only allowed tokens (a pair's pinned template tokens aside).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from hf_gradmm.tasks import load_task
 
 def _config(task, args: BenchArguments, seed: int, folder: Path, baseline: bool = False) -> GradMatchConfig:
     """The round's settings; ``baseline``: those of the ``--baseline`` rounds (0.1.0 had only exact
-    refinement gradients; ``--baseline-schedule`` may replace the schedule and its steps)."""
+    refinement gradients; ``--baseline-schedule`` may replace the schedule and its steps, and then
+    starts from the default init, 'lm')."""
     own = not baseline or args.baseline_schedule == "same"
     return GradMatchConfig(
         task=task.name,
@@ -46,6 +49,7 @@ def _config(task, args: BenchArguments, seed: int, folder: Path, baseline: bool 
         outer_steps=args.outer_steps if own else 0,
         inner_steps=args.inner_steps if own else 0,
         target_checkpoints=args.target_checkpoints,
+        init=args.init if own else "lm",
         refine_gradients="exact" if baseline else args.refine_gradients,
         seed=seed,
         output_dir=str(folder),
@@ -65,6 +69,9 @@ def _round(prepared, config: GradMatchConfig, label: int, batch: int, folder: Pa
         with stage("calibration"):  # once per run, for every class: here for the timed class only
             calibration(prepared, [record], config)
     stages = {k: v for k, v in seconds.items() if k not in ("io", "calibration")}
+    ids = torch.tensor(record.token_ids)
+    pinned = prepared.pinned.get(label)  # a pair's template tokens, which are not text tokens
+    free = torch.ones_like(ids, dtype=torch.bool) if pinned is None else (pinned.cpu() < 0).expand_as(ids)
     return {
         "seed": config.seed,
         "label": prepared.label_names[label],
@@ -78,7 +85,9 @@ def _round(prepared, config: GradMatchConfig, label: int, batch: int, folder: Pa
         "final_distance": record.final_distance,
         "nll": statistics.mean(record.nll),
         "texts": record.texts,
+        "allowed_tokens_only": bool(prepared.allowed.cpu()[ids[free]].all()),
         "seq_len": prepared.seq_lens[label],
+        "init": config.init,
         "steps": f"{config.outer_steps} x {config.inner_steps}, {config.refine_steps} refinement steps "
         f"({config.refine_gradients} gradients)",
     }
@@ -110,6 +119,7 @@ def _summary(runs: list[dict]) -> dict:
         "nll": statistics.median(r["nll"] for r in runs),
         "mean_final_distance": statistics.mean(r["final_distance"] for r in runs),
         "mean_nll": statistics.mean(r["nll"] for r in runs),
+        "allowed_tokens_only": all(r["allowed_tokens_only"] for r in runs),
     }
 
 
