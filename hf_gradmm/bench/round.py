@@ -30,7 +30,7 @@ from hf_gradmm.config import GradMatchConfig
 from hf_gradmm.diagnostics import calibration
 from hf_gradmm.distributed import device as compute_device
 from hf_gradmm.engine.gradients import model_state_kept
-from hf_gradmm.engine.round import run_round
+from hf_gradmm.engine.round import _frozen, run_round
 from hf_gradmm.engine.stages import recording, stage
 from hf_gradmm.targets.setup import prepare
 from hf_gradmm.tasks import load_task
@@ -69,9 +69,8 @@ def _round(prepared, config: GradMatchConfig, label: int, batch: int, folder: Pa
         with stage("calibration"):  # once per run, for every class: here for the timed class only
             calibration(prepared, [record], config)
     stages = {k: v for k, v in seconds.items() if k not in ("io", "calibration")}
-    ids = torch.tensor(record.token_ids)
-    pinned = prepared.pinned.get(label)  # a pair's template tokens, which are not text tokens
-    free = torch.ones_like(ids, dtype=torch.bool) if pinned is None else (pinned.cpu() < 0).expand_as(ids)
+    ids, frozen = torch.tensor(record.token_ids), _frozen(prepared, label)  # frozen: a pair's template tokens
+    text_ids = ids if frozen is None else ids[:, ~frozen.cpu()]
     return {
         "seed": config.seed,
         "label": prepared.label_names[label],
@@ -85,7 +84,7 @@ def _round(prepared, config: GradMatchConfig, label: int, batch: int, folder: Pa
         "final_distance": record.final_distance,
         "nll": statistics.mean(record.nll),
         "texts": record.texts,
-        "allowed_tokens_only": bool(prepared.allowed.cpu()[ids[free]].all()),
+        "allowed_tokens_only": bool(prepared.allowed.cpu()[text_ids].all()),
         "seq_len": prepared.seq_lens[label],
         "init": config.init,
         "steps": f"{config.outer_steps} x {config.inner_steps}, {config.refine_steps} refinement steps "
