@@ -219,6 +219,29 @@ def label_word_logprobs(
     return out
 
 
+def label_margins(
+    model: nn.Module,
+    tokenizer,
+    task: TaskSpec,
+    texts: list[str],
+    labels: list[int],
+    demonstrations: list[tuple[str, int]] | tuple = (),
+    calibrate: bool = False,
+    instruction: str = "",
+    batch_size: int = 16,
+) -> Tensor:
+    """Each text's label margin, (N,): the log-probability of its own class's label word minus the
+    best other class's (:func:`label_word_logprobs`); > 0 where the model, as a classifier, names
+    the text's own class, and the larger the more plainly the text reads as that class."""
+    logprobs = label_word_logprobs(
+        model, tokenizer, task, texts, demonstrations, batch_size, calibrate=calibrate, instruction=instruction
+    )
+    rows, own = torch.arange(len(texts)), torch.tensor(labels, dtype=torch.long)
+    rest = logprobs.clone()
+    rest[rows, own] = -float("inf")
+    return logprobs[rows, own] - rest.max(dim=1).values
+
+
 def length_batched(lengths: list[int], batch_size: int, run: Callable[[list[int]], Tensor]) -> Tensor | None:
     """``run(indices)`` (a tensor with one row per index) on batches of items of similar ``lengths``
     (padding to a batch's longest item is most of the work otherwise); the rows back in input order,

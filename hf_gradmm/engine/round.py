@@ -29,7 +29,7 @@ from hf_gradmm.engine.objective import Objective
 from hf_gradmm.engine.projection import project
 from hf_gradmm.engine.refine import swap_refine
 from hf_gradmm.engine.rows import Rows, concat_rows
-from hf_gradmm.engine.select import CoverageGroups, select_batch
+from hf_gradmm.engine.select import CoverageGroups, margin_shortlist, select_batch
 from hf_gradmm.engine.stages import stage
 from hf_gradmm.lm import decode_texts, pinned_span, sample_texts, text_ids, token_logprobs
 from hf_gradmm.tasks.registry import split_pair
@@ -79,6 +79,7 @@ class RoundArgs(Protocol):
     init_temperature: float
     init_candidates: int
     select_pool: int
+    select_margin_keep: int
     coverage_weight: float
     keep_prefix: bool
 
@@ -100,6 +101,8 @@ class RoundSetup:
     # per class, a pair task's fixed positions: (T,) the middle template token at each, -1 where free; {}: none
     pinned: dict[int, Tensor]
     coverage: dict[int, CoverageGroups]  # per class, the real examples' gradient groups; {}: coverage off
+    # (texts, their class) -> each text's label margin under the run's few-shot classifier; None: not asked
+    label_margins: Callable[[list[str], int], Tensor] | None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,9 @@ def initial_point(
         prefix = setup.prefix_ids[label]
         ids = sample_texts(model, prefix, setup.allowed, drawn, length, gen, args.init_temperature, pinned)
         if args.init == "select":
+            if args.select_margin_keep:  # the plainest texts of the class first, then the match among them
+                margins = setup.label_margins(_texts(setup, args, label, ids), label)
+                ids = ids[margin_shortlist(margins, args.select_margin_keep)]
             coverage = setup.coverage.get(label)
             ids = ids[select_batch(objective, ids, batch, coverage=coverage, weight=args.coverage_weight)]
         return objective.embed(ids).clone(), ids

@@ -9,6 +9,11 @@ until no slot changes. Every chosen text is one the LM wrote, token for token: r
 construction, and exact in its reported distance. ``init='select'`` starts a round from the
 choice; with ``schedule='none'`` the choice is the round's output.
 
+A margin shortlist (``select_margin_keep > 0``): before the choice, only the candidates the
+generator, as a few-shot classifier, reads most plainly as their own class stay (the largest
+label margins, :func:`hf_gradmm.lm.label_margins`); the batch is then chosen among them by the
+objective. Kept at B it is the control: the B plainest texts, no matching at all.
+
 Coverage (``coverage_weight > 0``): the class's real examples are cut into B groups of similar
 gradients (targets/coverage.py), slot j of the batch is scored by the batch distance plus the
 weight times its text's distance to group j's mean gradient, so the batch matches the class
@@ -48,6 +53,14 @@ class CoverageGroups:
         group_sq = (onehot * (gram @ onehot)).sum(0) / sizes**2  # ||G_j||^2
         norms = a.float().norm(dim=1) * h.float().norm(dim=1)
         return 1 - dots / (norms[:, None] * group_sq.sqrt()[None]).clamp_min(1e-30)
+
+
+def margin_shortlist(margins: Tensor, keep: int) -> Tensor:
+    """Indices of the ``keep`` candidates with the largest label ``margins`` (M,), in draw order
+    (so the selection's start, the first B, stays an unbiased draw among them)."""
+    if keep > len(margins):
+        raise ValueError(f"select_margin_keep ({keep}) is more than the {len(margins)} candidates: lower it.")
+    return margins.topk(keep).indices.sort().values
 
 
 def select_batch(

@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 
 from hf_gradmm.diagnostics import texts_distance
@@ -39,7 +38,7 @@ from hf_gradmm.engine.gradients import model_state_kept
 from hf_gradmm.evaluation.baselines import gradmm_texts
 from hf_gradmm.evaluation.harness import read_results
 from hf_gradmm.evaluation.report import write_json_and_table
-from hf_gradmm.lm import label_word_logprobs, mean_text_nll
+from hf_gradmm.lm import label_margins, mean_text_nll
 from hf_gradmm.models import load_model_and_tokenizer
 from hf_gradmm.rundir import read_synthesis_dir
 from hf_gradmm.targets.setup import Prepared, prepare
@@ -137,11 +136,7 @@ def set_distances(theta: Prepared, texts: list[str], labels: list[int]) -> dict[
     out["contrastive"] = statistics.mean(a - b for a, b in zip(own, others))
     model, tok, task = theta.model, theta.tokenizer, theta.task
     out["nll"] = mean_text_nll(model, tok, texts)
-    logprobs = label_word_logprobs(model, tok, task, texts, batch_size=32)
-    own_lp = logprobs[torch.arange(len(labels)), torch.tensor(labels)]
-    rest = logprobs.clone()
-    rest[torch.arange(len(labels)), torch.tensor(labels)] = -float("inf")
-    out["label_margin"] = float((own_lp - rest.max(dim=1).values).mean())
+    out["label_margin"] = float(label_margins(model, tok, task, texts, labels, batch_size=32).mean())
     return out
 
 

@@ -19,7 +19,7 @@ from hf_gradmm.engine.gradients import MatchedModules, prepare_matched
 from hf_gradmm.engine.objective import Checkpoint, TrajectoryObjective
 from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.engine.round import RoundSetup
-from hf_gradmm.lm import embedding_scale, start_ids
+from hf_gradmm.lm import embedding_scale, label_margins, start_ids
 from hf_gradmm.targets.coverage import coverage_groups
 from hf_gradmm.targets.pool import (
     Parts,
@@ -100,6 +100,7 @@ def prepare(
         seq_lens=seq_lens,
         pinned=pinned,
         coverage=coverage,
+        label_margins=margin_scorer(model, tokenizer, task) if args.select_margin_keep else None,
         objectives=objectives,
         label_names=list(task.label_names),
         pool=pool,
@@ -113,3 +114,15 @@ def prepare(
         dp_local=dp_local,
         target_seconds=time.perf_counter() - start,
     )
+
+
+def margin_scorer(model, tokenizer, task: TaskSpec):
+    """``(texts, label) -> margins``: each text's label margin under the builder's default label filter
+    (the task's hand-written demonstrations, its instruction, contextual calibration), so the
+    selection's shortlist favours the texts the builder would keep; nothing private is read."""
+    demos, instruction = list(task.demonstrations), task.instruction()
+
+    def score(texts: list[str], label: int) -> torch.Tensor:
+        return label_margins(model, tokenizer, task, texts, [label] * len(texts), demos, True, instruction)
+
+    return score
