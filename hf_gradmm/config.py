@@ -424,6 +424,7 @@ class GradMatchConfig(TaskArguments):
         check_number(self, "trajectory_lr", 0, note="0 = the evaluation harness's")
         check_number(self, "projection_guidance", 0, 1)
         check_number(self, "coverage_weight", 0)
+        check_number(self, "select_margin_keep", 0, note="0 = off")
         check_number(self, "dp_delta", 0, 1, low_open=True, high_open=True)
         outer, inner, refine, gradients = SCHEDULES[self.schedule]
         self.refine_gradients = gradients if self.refine_gradients == "auto" else self.refine_gradients

@@ -40,7 +40,7 @@ def test_margins_are_own_label_minus_best_other(tiny_llama, smollm2_tokenizer, r
         (dict(init="lm"), "needs --init select"),
         (dict(select_margin_keep=5), "between --texts-per-round 10"),
         (dict(select_margin_keep=400), "and --select-pool 300"),
-        (dict(select_margin_keep=-1), "between --texts-per-round"),
+        (dict(select_margin_keep=-1), "--select-margin-keep \\(select_margin_keep\\) must be an integer >= 0"),
     ],
 )
 def test_margin_shortlist_with_what_it_cannot_use_is_refused_with_the_fix(fields, message):

@@ -26,6 +26,7 @@ OUT_OF_RANGE = {
         **dict.fromkeys(("lr", "rho", "init_temperature", "dp_clip_norm"), 0.0),
         **dict.fromkeys(("grad_clip", "lm_coeff", "max_nll_increase", "trajectory_lr", "dp_epsilon"), -0.5),
         "coverage_weight": -0.5,
+        "select_margin_keep": -1,
     },
     BenchArguments: {
         **dict.fromkeys(("batch", "seq_len", "repeats", "seeds"), 0),
