@@ -28,20 +28,19 @@ from hf_gradmm.rundir import LOG_HISTORY
 
 class SynthesisProgressCallback(TrainerCallback):
     """One progress bar over the whole run, in steps: each outer iteration is one, each refinement
-    step is one; within an iteration the postfix shows the stage (``x-step 3/10``, ``projection``)."""
+    step is one, and a round without either (the default selection) is one; within an iteration the
+    postfix shows the stage (``x-step 3/10``, ``projection``)."""
 
     def __init__(self):
         self.bar = None
-        self.per_round = 1  # bar steps per round: outer iterations + refinement steps
-        self.outer_steps = 1
+        self.per_round = 1  # bar steps per round: outer iterations + refinement steps, at least 1
         self.figures = ""  # the last logged distances, shown beside the stage
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.outer_steps = max(1, getattr(args, "outer_steps", 1))
-        self.per_round = self.outer_steps + getattr(args, "refine_steps", 0)
+        self.per_round = max(1, getattr(args, "outer_steps", 1) + getattr(args, "refine_steps", 0))
         total = state.num_train_epochs * self.per_round if state.num_train_epochs else state.max_steps
         self.bar = tqdm(total=total, desc="GRADMM", unit="step", dynamic_ncols=True)
-        self.bar.update(state.global_step // self.outer_steps * self.per_round)
+        self.bar.update(int(state.epoch or 0) * self.per_round)  # the rounds a resumed run had finished
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:

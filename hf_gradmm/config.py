@@ -1,14 +1,17 @@
 """``GradMatchConfig``: every option of a GRADMM synthesis, documented, in the TrainingArguments style.
 
 Parsed by ``trl.TrlParser`` for the CLI: each field is a flag (``--outer-steps``) and a YAML
-key (``outer_steps:``); flags override the YAML file. The ADMM defaults follow the authors'
-reference scripts (lr 0.008, top-k 200, B = 10, grad clip 1, 50 real examples per target) but
-for the schedule: ``schedule='default'`` is 4 outer x 10 inner steps and 40 refinement steps,
-what every result was measured with and what fits a 2-core CPU (``schedule='paper'``: the
-authors' 30 x 50, about 16 minutes a round there, estimated from the measured stages). Three
-more defaults differ, for reasons measured on SmolLM2 and given in docs/synthesizer.md: init
-'lm' (reference: 'random'), vocabulary with punctuation (reference: words only) and the
-refinement after ADMM (reference: none). The reference behaviour is
+key (``outer_steps:``); flags override the YAML file. The default is the configuration that trained
+models best in docs/results.md (issue 17): ``init='select'`` with ``select_margin_keep=100`` and
+``schedule='none'``. Each round the model writes 300 texts from its class prefix, the 100 that
+read most plainly as their class under the builder's label filter stay, and the 10 whose batch
+gradient is closest to the real data's target are kept (exact theta0 lm_head distance), with no
+ADMM. ``--init lm --schedule admm`` is the ADMM round, 0.1.0's default: 4 outer x 10 inner steps and
+40 refinement steps. Its ADMM settings follow the authors' reference scripts
+(lr 0.008, top-k 200, B = 10, grad clip 1, 50 real examples per target) but for the schedule
+(``schedule='paper'``: the authors' 30 x 50, about 16 minutes a round on a 2-core CPU, estimated
+from the measured stages), the init, the vocabulary with punctuation and the refinement after ADMM,
+for reasons measured on SmolLM2 in docs/synthesizer.md. The reference behaviour is
 ``--schedule paper --init random --vocab-filter words --projection-beams 1``.
 """
 
@@ -22,13 +25,14 @@ from hf_gradmm.targets.coverage import check_coverage
 from hf_gradmm.targets.privacy import check_config
 
 # schedule -> (outer_steps, inner_steps, refine_steps, refine_gradients); seconds per round in docs/performance.md
-Schedule = Literal["default", "fast", "quick", "paper", "none"]
+Schedule = Literal["none", "admm", "fast", "quick", "paper", "default"]
 SCHEDULES = {
-    "default": (4, 10, 40, "exact"),
+    "none": (0, 0, 0, "exact"),
+    "admm": (4, 10, 40, "exact"),
     "fast": (3, 5, 40, "changed"),
     "quick": (2, 5, 10, "exact"),
     "paper": (30, 50, 0, "exact"),
-    "none": (0, 0, 0, "exact"),
+    "default": (4, 10, 40, "exact"),  # 'admm' under its 0.1.0 name (the default then): older configs still run
 }
 
 
@@ -71,28 +75,28 @@ class GradMatchConfig(TaskArguments):
     )
     # ---- ADMM ----------------------------------------------------------------------------------
     schedule: Schedule = field(
-        default="default",
+        default="none",
         metadata={
-            "help": "Steps per round, as a preset (outer_steps x inner_steps, refine_steps): 'default' 4 x 10, 40 "
-            "(what every result and example was measured with: ~2-2.5 min per round of B = 10 on a 2-core CPU), "
-            "'fast' 3 x 5, 40 with refine_gradients 'changed' (~1.6 min; on SmolLM2 its mean distance was 5% above "
-            "'default''s over 6 rounds; 3 of its training sets trained as the default's, +0.7 points [-2.8, +4.0]), "
-            "'quick' 2 x 5, 10 (~40 s: for trying things out; its data quality is not measured), 'paper' 30 x 50, 0 "
-            "(the authors' schedule, no refinement: ~16 min per round, estimated from the measured stages), 'none' "
-            "0 x 0, 0 (no ADMM and no refinement: the init is the output; with init 'select' a pure selection, "
-            "~30 s per round, 5x faster than 0.1.0's 'default' round at a lower distance and NLL, a different search; "
-            "with init 'lm' the model's own samples through the engine, the no-target control). "
-            "outer_steps, inner_steps and refine_steps override it. "
-            "docs/performance.md has the measurements."
+            "help": "Steps per round, as a preset (outer_steps x inner_steps, refine_steps): 'none' 0 x 0, 0 (the "
+            "default: no ADMM and no refinement, the init is the output; with init 'select' a pure selection, "
+            "~30 s per round of B = 10 on a 2-core CPU; with init 'lm' the model's own samples through the engine, "
+            "the no-target control), 'admm' 4 x 10, 40 (0.1.0's default, named 'default' then, which still works: "
+            "~2-2.5 min per round, what the ADMM results were measured with), 'fast' 3 x 5, 40 with "
+            "refine_gradients 'changed' (~1.6 min; on SmolLM2 its mean distance was 5% above 'admm''s over 6 "
+            "rounds; 3 of its training sets trained as 'admm''s, +0.7 points [-2.8, +4.0]), 'quick' 2 x 5, 10 "
+            "(~40 s: for trying things out; its data quality is not measured), 'paper' 30 x 50, 0 (the authors' "
+            "schedule, no refinement: ~16 min per round, estimated from the measured stages). outer_steps, "
+            "inner_steps and refine_steps override it (with init 'select' the ADMM round then starts from the "
+            "selection). docs/performance.md has the measurements."
         },
     )
     outer_steps: int = field(
         default=0,
-        metadata={"help": "ADMM outer iterations per round; 0 = the schedule's (4; paper: 30)."},
+        metadata={"help": "ADMM outer iterations per round; 0 = the schedule's (none: 0, admm: 4, paper: 30)."},
     )
     inner_steps: int = field(
         default=0,
-        metadata={"help": "Adam steps on X per outer iteration (x-step); 0 = the schedule's (10; paper: 50)."},
+        metadata={"help": "Adam steps on X per outer iteration (x-step); 0 = the schedule's (admm: 10; paper: 50)."},
     )
     lr: float = field(default=0.008, metadata={"help": "Adam learning rate of the x-step (reference: 0.008)."})
     rho: float = field(
@@ -179,17 +183,18 @@ class GradMatchConfig(TaskArguments):
     )
     # ---- init ----------------------------------------------------------------------------------
     init: Literal["random", "real", "lm", "select"] = field(
-        default="lm",
+        default="select",
         metadata={
-            "help": "'lm': texts the model writes from the projection prefix; they are the first projected batch "
-            "(our default: readable from the start). 'select': the B of select_pool such texts whose batch has the "
-            "lowest exact matching distance (engine/select.py). 'random': random-normal candidate batches scaled to "
+            "help": "'select' (the default): the B of select_pool texts the model writes from the projection prefix "
+            "whose batch has the lowest exact matching distance (engine/select.py), among the select_margin_keep "
+            "plainest. 'lm': B such texts as the first projected batch of the ADMM round (0.1.0's default: "
+            "readable from the start). 'random': random-normal candidate batches scaled to "
             "the model's mean embedding norm, the best by matching distance (the reference default). 'real': the B "
             "real target examples whose own gradients are closest to the target (not private)."
         },
     )
     init_temperature: float = field(
-        default=0.8, metadata={"help": "Sampling temperature of the 'lm' init (and of nothing else)."}
+        default=0.8, metadata={"help": "Sampling temperature of the 'lm' and 'select' inits' draws (and nothing else)."}
     )
     select_pool: int = field(
         default=300,
@@ -200,14 +205,15 @@ class GradMatchConfig(TaskArguments):
         },
     )
     select_margin_keep: int = field(
-        default=0,
+        default=100,
         metadata={
-            "help": "init 'select' only: > 0 first keeps the select_margin_keep of the select_pool texts that the "
-            "builder's label filter (the task's hand-written demonstrations, calibrated) reads most plainly as "
-            "their own class (the largest label margins), then chooses the B among them by the matching distance "
-            "(engine/select.py). Equal to texts_per_round it is a control: the B plainest texts, no matching. "
-            "0: off. 100 of 300 on Rotten Tomatoes: the best row measured, still below random real on SmolLM2, and "
-            "no better than the control (docs/results.md); rounds 32-34 s on SmolLM2 and 2 CPU cores."
+            "help": "init 'select' only (other inits set it to 0): > 0 first keeps the select_margin_keep of the "
+            "select_pool texts that the builder's label filter (the task's hand-written demonstrations, "
+            "calibrated) reads most plainly as their own class (the largest label margins), then chooses the B "
+            "among them by the matching distance (engine/select.py). Equal to texts_per_round it is a control: the "
+            "B plainest texts, no matching. 0: off (the plain selection). 100 of 300: the best configuration "
+            "measured on Rotten Tomatoes, hence the default; still below random real on SmolLM2, and no better "
+            "than the control (docs/results.md); rounds 32-34 s on SmolLM2 and 2 CPU cores."
         },
     )
     coverage_weight: float = field(
@@ -442,16 +448,13 @@ class GradMatchConfig(TaskArguments):
                 f"init 'select' chooses texts_per_round={self.texts_per_round} texts from select_pool="
                 f"{self.select_pool}; raise --select-pool to at least {self.texts_per_round} (300 is the default)."
             )
+        if self.init != "select":
+            self.select_margin_keep = 0  # it shortlists the selection's candidates: no other init has any
         if self.select_margin_keep and not self.texts_per_round <= self.select_margin_keep <= self.select_pool:
             raise ValueError(
                 f"--select-margin-keep {self.select_margin_keep} must lie between --texts-per-round "
                 f"{self.texts_per_round} (the batch is chosen from the shortlist) and --select-pool {self.select_pool} "
-                "(the shortlist is cut from the pool), or be 0 (off)."
-            )
-        if self.select_margin_keep and self.init != "select":
-            raise ValueError(
-                f"--select-margin-keep {self.select_margin_keep} shortlists the selection's candidates, so it needs "
-                f"--init select (got {self.init!r}); or leave it at 0."
+                "(the shortlist is cut from the pool): set it in that range, or 0 for the plain selection."
             )
         check_coverage(self)
         self.checkpoint_specs()  # refuses a malformed target_checkpoints / weights now, not after loading

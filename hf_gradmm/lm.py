@@ -242,6 +242,13 @@ def label_margins(
     return logprobs[rows, own] - rest.max(dim=1).values
 
 
+def filter_margins(model: nn.Module, tokenizer, task: TaskSpec, texts: list[str], labels: list[int]) -> Tensor:
+    """:func:`label_margins` as the builder's default label filter reads them: the task's
+    hand-written demonstrations and instruction, contextually calibrated (nothing private). The
+    selection's shortlist and the readability share read them here, so they cannot drift apart."""
+    return label_margins(model, tokenizer, task, texts, labels, list(task.demonstrations), True, task.instruction())
+
+
 def length_batched(lengths: list[int], batch_size: int, run: Callable[[list[int]], Tensor]) -> Tensor | None:
     """``run(indices)`` (a tensor with one row per index) on batches of items of similar ``lengths``
     (padding to a batch's longest item is most of the work otherwise); the rows back in input order,

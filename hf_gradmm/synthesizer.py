@@ -286,6 +286,7 @@ class GradMatchSynthesizer:
             is_local_process_zero=self.rank == 0,
         )
         self.state.global_step = len(done) * steps
+        self.state.epoch = len(done)  # finished rounds: what a progress bar resumes from
         self._event("on_train_begin")
         with _ctrl_c_remembered() as pressed:
             self._run_rounds(plan, done, pressed)

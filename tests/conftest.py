@@ -90,6 +90,7 @@ def small_setup(rotten_tomatoes, tmp_path):
 
     def make(model, tokenizer, **overrides):
         fields = dict(per_class=3, texts_per_round=3, target_examples=8, heldout_examples=2, seq_len=6)
+        fields |= dict(init="lm", schedule="admm", select_margin_keep=0)  # the ADMM round unless overridden
         config = GradMatchConfig(output_dir=str(tmp_path / "run"), **{**fields, **overrides})
         return prepare(model, tokenizer, task, config, data["train"], tmp_path / "trajectory"), config
 
@@ -267,7 +268,8 @@ def write_synthesis_dir(path, rows, generator="tiny"):
         }
     )
     Dataset.from_list(rows, features=features).save_to_disk(str(path))
-    (path / "config.yaml").write_text(yaml.safe_dump(GradMatchConfig(output_dir=str(path)).to_dict()))
+    config = GradMatchConfig(output_dir=str(path), init="lm", schedule="admm")  # an ADMM run's folder
+    (path / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
     (path / "metrics.json").write_text(json.dumps({"generator": generator}))
     return path
 

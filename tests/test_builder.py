@@ -120,3 +120,25 @@ def test_contextual_calibration_removes_smollm2s_lean_to_one_label(smollm2, rott
     accuracy = [sum(p == y for p, y in zip(preds, labels)) / len(labels) for preds in (raw, cal)]
     assert sum(raw) / len(raw) > 0.85  # the lean being corrected
     assert 0.25 < sum(cal) / len(cal) < 0.75 and accuracy[1] > accuracy[0]
+
+
+def test_the_card_says_how_the_texts_were_made(crafted_synthesis, tiny_llama, smollm2_tokenizer, tmp_path):
+    """An ADMM run's texts were optimised and projected; the default's are the generator's own,
+    chosen among the plainest: the card says which, from the run's config."""
+    import shutil
+
+    from hf_gradmm.config import GradMatchConfig
+
+    path, _ = crafted_synthesis
+    model = dict(model=tiny_llama, processing_class=smollm2_tokenizer)
+    SyntheticDatasetBuilder(path, BuilderConfig(label_filter="off"), **model).save(tmp_path / "admm")
+    text = DatasetCard.load(tmp_path / "admm" / "README.md").text
+    assert "optimised so that fine-tuning" in text and "wrote itself" not in text
+    selected = tmp_path / "selected"
+    shutil.copytree(path, selected)
+    (selected / "config.yaml").write_text(yaml.safe_dump(GradMatchConfig(output_dir=str(selected)).to_dict()))
+    SyntheticDatasetBuilder(selected, BuilderConfig(label_filter="off"), **model).save(tmp_path / "built")
+    text = DatasetCard.load(tmp_path / "built" / "README.md").text
+    assert "wrote itself from a class-naming prefix, not edited afterwards: of 300 written per round and class" in text
+    assert "the 100 that a few-shot classifier" in text and "the 10 were kept for which fine-tuning" in text
+    assert "optimised so that" not in text

@@ -88,7 +88,7 @@ def test_synthesize_cli_with_yaml_and_flags(tmp_path, tiny_model_dir, capsys):
     config = tmp_path / "synth.yaml"
     out = tmp_path / "out"
     config.write_text(
-        f"model: {tiny_model_dir}\ntask: rotten_tomatoes\nper_class: 4\ntexts_per_round: 2\nseq_len: 4\n"
+        f"model: {tiny_model_dir}\ntask: rotten_tomatoes\ninit: lm\nper_class: 4\ntexts_per_round: 2\nseq_len: 4\n"
         f"outer_steps: 3\ninner_steps: 1\ninit_candidates: 1\ntarget_examples: 4\nheldout_examples: 2\n"
         f"topk: 10\noutput_dir: {out}\ndisable_tqdm: true\n"
     )
@@ -133,7 +133,9 @@ def test_runtime_fields_are_the_last_section_of_the_config():
 
     names = [f.name for f in fields(GradMatchConfig)]
     assert tuple(names[names.index("output_dir") :]) == RUNTIME_FIELDS
-    later = set(LATER_DEFAULTS)  # left out at their default only, so folders made before them resume
+    # left out at the value that means "as before" only, so folders made before them resume
+    later = {k for k, v in LATER_DEFAULTS.items() if getattr(GradMatchConfig(), k) == v}
+    assert "select_margin_keep" not in later  # the default shortlists; 0 (before it) is left out
     # task_name: a label (the custom task's name is recorded as `task`, which a resume compares)
     assert set(GradMatchConfig().fingerprint()) == set(names) - set(RUNTIME_FIELDS) - {"schedule", "task_name"} - later
     assert GradMatchConfig(target_control="swapped").fingerprint()["target_control"] == "swapped"
@@ -145,11 +147,11 @@ def test_schedule_presets_set_the_steps_and_flags_override_them(capsys):
     from hf_gradmm.config import GradMatchConfig
 
     steps = lambda c: (c.outer_steps, c.inner_steps, c.refine_steps)  # noqa: E731
-    assert steps(GradMatchConfig()) == (4, 10, 40)
+    assert steps(GradMatchConfig()) == (0, 0, 0)  # the default: the selection is the output
+    assert steps(GradMatchConfig(schedule="admm")) == steps(GradMatchConfig(schedule="default")) == (4, 10, 40)
     assert steps(GradMatchConfig(schedule="paper")) == (30, 50, 0)
-    assert steps(GradMatchConfig(schedule="none")) == (0, 0, 0)  # the init is the output
     assert steps(GradMatchConfig(schedule="quick", inner_steps=7)) == (2, 7, 10)
-    assert steps(GradMatchConfig(refine_steps=0)) == (4, 10, 0)
+    assert steps(GradMatchConfig(schedule="admm", refine_steps=0)) == (4, 10, 0)
     # 'fast' also sets the refinement's gradients; an explicit --refine-gradients wins
     assert (*steps(GradMatchConfig(schedule="fast")), GradMatchConfig(schedule="fast").refine_gradients) == (
         3, 5, 40, "changed"
@@ -159,8 +161,24 @@ def test_schedule_presets_set_the_steps_and_flags_override_them(capsys):
     again = GradMatchConfig(**GradMatchConfig(schedule="quick", outer_steps=3).to_dict())  # as config.yaml reads back
     assert steps(again) == (3, 5, 10)
     assert GradMatchConfig(schedule="paper", outer_steps=4, inner_steps=10, refine_steps=40).fingerprint() == (
-        GradMatchConfig().fingerprint()
+        GradMatchConfig(schedule="default").fingerprint()  # 'admm' under its 0.1.0 name, as old folders have it
     )
     with pytest.raises(SystemExit):
         main(["synthesize", "--help"])
-    assert "{default,fast,quick,paper,none}" in capsys.readouterr().out
+    assert "{none,admm,fast,quick,paper,default}" in capsys.readouterr().out
+
+
+def test_the_default_is_the_margin_shortlisted_selection():
+    """The default is the configuration that trained best in docs/results.md: the selection (no ADMM)
+    among the 100 plainest of 300 draws; another init has no shortlist, so an ADMM run made before
+    the option resumes with the fingerprint it was saved with."""
+    from hf_gradmm.config import GradMatchConfig
+
+    default = GradMatchConfig()
+    assert (default.init, default.schedule, default.select_pool, default.select_margin_keep) == (
+        "select", "none", 300, 100
+    )  # fmt: skip
+    admm = GradMatchConfig(init="lm", schedule="admm")
+    assert admm.select_margin_keep == 0 and "select_margin_keep" not in admm.fingerprint()
+    assert GradMatchConfig(init="lm", select_margin_keep=50).select_margin_keep == 0
+    assert GradMatchConfig(select_margin_keep=0).fingerprint() != default.fingerprint()

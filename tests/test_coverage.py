@@ -92,7 +92,7 @@ def test_covering_selection_is_a_local_optimum_of_the_weighted_objective(tiny_ll
 )
 def test_coverage_with_what_it_cannot_use_is_refused_with_the_fix(fields, message):
     with pytest.raises(ValueError, match=message):
-        GradMatchConfig(**{"init": "select", "coverage_weight": 0.03, **fields})
+        GradMatchConfig(**{"init": "select", "select_margin_keep": 0, "coverage_weight": 0.03, **fields})
 
 
 def test_real_model_covering_selection_brings_each_text_to_its_group(smollm2, small_setup):

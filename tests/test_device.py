@@ -24,6 +24,8 @@ def gpu_test(test):
 
 
 TINY = dict(
+    init="lm",  # the ADMM round, pinned: the default is the selection
+    schedule="admm",
     per_class=2,
     texts_per_round=2,
     seq_len=5,
@@ -113,7 +115,7 @@ def test_two_gpus_make_the_same_texts_as_one(tiny_llama, smollm2_tokenizer, tmp_
     tiny_llama.save_pretrained(folder)
     smollm2_tokenizer.save_pretrained(folder)
     args = [sys.executable, "-m", "hf_gradmm.cli", "synthesize", "--model", str(folder), "--task", "rotten_tomatoes"]
-    args += ["--per-class", "4", "--texts-per-round", "2", "--seq-len", "5", "--outer-steps", "2"]
+    args += ["--init", "lm", "--per-class", "4", "--texts-per-round", "2", "--seq-len", "5", "--outer-steps", "2"]
     args += ["--inner-steps", "2", "--target-examples", "20", "--heldout-examples", "2", "--topk", "20"]
     args += ["--refine-steps", "2", "--disable-tqdm"]
     for name, extra in (("one", []), ("two", ["--num-processes", "2"])):

@@ -16,6 +16,7 @@ from datasets import load_from_disk
 HERE = Path(__file__).resolve().parent
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torchrun gives each process one thread; the one-process run matches it
 TINY = [
+    "--init", "lm", "--schedule", "admm",  # the ADMM round, pinned: the default is the selection
     "--task", "rotten_tomatoes", "--per-class", "4", "--texts-per-round", "2", "--seq-len", "5",
     "--outer-steps", "2", "--inner-steps", "2", "--target-examples", "20", "--target-batch-size", "8",
     "--heldout-examples", "2", "--topk", "20", "--refine-steps", "2", "--disable-tqdm",
@@ -126,7 +127,8 @@ def test_a_killed_process_loses_only_its_unfinished_round(tiny_dir, tmp_path):
 @pytest.mark.slow
 def test_real_model_two_processes_same_texts(tmp_path):
     args = ["--model", "smollm2-135m", "--task", "rotten_tomatoes", "--per-class", "2", "--texts-per-round", "2"]
-    args += ["--outer-steps", "1", "--inner-steps", "2", "--refine-steps", "2", "--projection-beams", "2"]
+    args += ["--init", "lm", "--outer-steps", "1", "--inner-steps", "2", "--refine-steps", "2"]
+    args += ["--projection-beams", "2"]
     args += ["--target-examples", "16", "--heldout-examples", "2", "--disable-tqdm"]
     _synthesize(*args, "--output-dir", str(tmp_path / "one"))
     _synthesize(*args, "--output-dir", str(tmp_path / "two"), "--num-processes", "2")

@@ -206,6 +206,7 @@ def test_transfer_callback_scores_the_synthesis_at_the_end(tiny_llama, smollm2_t
     data, _ = rotten_tomatoes
     callback = TransferCallback({"tiny": (tiny_llama, smollm2_tokenizer)}, recipe=FinetuneConfig(**TINY_RECIPE))
     args = GradMatchConfig(
+        init="lm",
         output_dir=str(tmp_path / "s"), per_class=2, texts_per_round=2, seq_len=4, outer_steps=1, inner_steps=1,
         init_candidates=1, target_examples=4, heldout_examples=2, topk=10, refine_steps=0, disable_tqdm=True,
     )  # fmt: skip

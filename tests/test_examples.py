@@ -72,7 +72,8 @@ def test_dp_signal_scores_runs_against_the_clean_targets(tiny_llama, smollm2_tok
     tiny_llama.save_pretrained(folder)
     smollm2_tokenizer.save_pretrained(folder)
     model, tok = load_model_and_tokenizer(str(folder))
-    common = dict(per_class=2, texts_per_round=2, seq_len=5, outer_steps=1, inner_steps=2, topk=20, refine_steps=1)
+    common = dict(init="lm", per_class=2, texts_per_round=2, seq_len=5, outer_steps=1, inner_steps=2, topk=20)
+    common.update(refine_steps=1)
     common.update(target_examples=8, heldout_examples=0, disable_tqdm=True)
     for name, extra in (("nodp", {}), ("dp", {"dp_epsilon": 4.0})):
         args = GradMatchConfig(output_dir=str(tmp_path / name), **common, **extra)

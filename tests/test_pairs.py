@@ -164,6 +164,7 @@ def pair_setup(pairs, tmp_path):
     def make(model, tokenizer, **overrides):
         fields = dict(
             task="rotten_tomatoes_pairs",
+            init="lm",  # the ADMM round; a test overrides it
             per_class=2,
             texts_per_round=2,
             target_examples=8,
@@ -210,13 +211,15 @@ def test_auto_lengths_are_each_segments_mean(tiny_llama, smollm2_tokenizer, pair
         assert (prepared.pinned[c] >= 0).sum() == middle
 
 
-@pytest.mark.parametrize("init", ["lm", "random", "real"])
+@pytest.mark.parametrize("init", ["lm", "random", "real", "select"])
 def test_every_round_text_keeps_the_middle_tokens(tiny_llama, smollm2_tokenizer, pair_setup, init):
     """Projection, beams, the x-step and the refinement never touch the pinned positions; the texts
-    are the two free spans."""
+    are the two free spans. 'select' is the default's shortlisted selection (the label margins of
+    whole pairs), here with the ADMM round after it."""
     from hf_gradmm.engine.round import run_round
 
-    prepared, config = pair_setup(tiny_llama, smollm2_tokenizer, init=init)
+    shortlist = dict(select_pool=8, select_margin_keep=4) if init == "select" else {}
+    prepared, config = pair_setup(tiny_llama, smollm2_tokenizer, init=init, **shortlist)
     pinned = prepared.pinned[1]
     record = run_round(prepared, config, 0, 1, 2)
     ids = torch.tensor(record.token_ids)
@@ -268,6 +271,7 @@ def test_a_dp_pair_synthesis_builds_with_both_columns_and_nothing_real(tiny_llam
 
     data, _ = pairs
     args = GradMatchConfig(
+        init="lm",
         task="rotten_tomatoes_pairs", output_dir=str(tmp_path / "dp"), dp_epsilon=4.0, dp_delta=1e-5,
         heldout_examples=0, seq_len=4, second_seq_len=3, per_class=2, texts_per_round=2, outer_steps=1,
         inner_steps=1, topk=20, refine_steps=1, target_examples=8, disable_tqdm=True,
@@ -306,6 +310,7 @@ def test_pair_task_synthesized_built_pushed_and_evaluated_on_smollm2(smollm2, pa
     model, tok = smollm2
     data, task = pairs
     args = GradMatchConfig(
+        init="lm",
         task="rotten_tomatoes_pairs",
         output_dir=str(tmp_path / "syn"),
         per_class=2,

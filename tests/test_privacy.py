@@ -12,6 +12,8 @@ from hf_gradmm.engine.gradients import ClassTarget, class_target, select_matched
 from hf_gradmm.targets.privacy import noise_multiplier, privatise, sensitivity
 from hf_gradmm.tasks import label_token_ids
 
+pytestmark = pytest.mark.usefixtures("models_restored")  # the clipping test unfreezes tiny_llama's parameters
+
 DP = dict(dp_epsilon=4.0, seq_len=5, heldout_examples=0)
 
 
@@ -106,7 +108,7 @@ def test_dp_run_uses_noisy_targets_reports_them_and_resumes_with_the_same_noise(
     from hf_gradmm.synthesizer import GradMatchSynthesizer
 
     data, _ = rotten_tomatoes
-    tiny = dict(per_class=2, texts_per_round=2, outer_steps=1, inner_steps=2, topk=20, refine_steps=1)
+    tiny = dict(init="lm", per_class=2, texts_per_round=2, outer_steps=1, inner_steps=2, topk=20, refine_steps=1)
     args = GradMatchConfig(output_dir=str(tmp_path / "dp"), target_examples=8, disable_tqdm=True, **DP, **tiny)
     synth = GradMatchSynthesizer(tiny_llama, args, train_dataset=data["train"], processing_class=smollm2_tokenizer)
     result = synth.train()
@@ -135,6 +137,27 @@ def test_dp_run_uses_noisy_targets_reports_them_and_resumes_with_the_same_noise(
     assert torch.equal(again.prepared.parts[0][0][1].targets[0], noisy)  # the resumed run adds the same noise
 
 
+def test_the_default_selection_runs_under_dp_on_the_noisy_targets(
+    tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path
+):
+    """The default engine (the shortlisted selection) under DP: the shortlist reads public text only
+    (the task's hand-written demonstrations), the choice reads the noisy targets, so DP allows it;
+    the run's texts are chosen against those targets and its accounting is reported."""
+    from hf_gradmm.synthesizer import GradMatchSynthesizer
+
+    data, _ = rotten_tomatoes
+    shortlist = dict(per_class=2, texts_per_round=2, select_pool=8, select_margin_keep=4, topk=20)
+    args = GradMatchConfig(output_dir=str(tmp_path / "dp"), target_examples=8, disable_tqdm=True, **DP, **shortlist)
+    assert (args.init, args.outer_steps, args.refine_steps) == ("select", 0, 0)
+    synth = GradMatchSynthesizer(tiny_llama, args, train_dataset=data["train"], processing_class=smollm2_tokenizer)
+    result = synth.train()
+    assert result.metrics["dp"]["epsilon"] == 4.0 and len(result.texts) == 4
+    assert sorted(r.label for r in result.rounds) == [0, 1]
+    for record in result.rounds:  # the distance kept is the one to the noisy target the run matched
+        value = synth.prepared.objectives[record.label].value(torch.tensor(record.token_ids))
+        assert value == pytest.approx(record.final_distance, rel=1e-4)
+
+
 def test_builder_publishes_nothing_read_from_real_data_for_a_dp_run(
     tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path
 ):
@@ -142,7 +165,7 @@ def test_builder_publishes_nothing_read_from_real_data_for_a_dp_run(
     from hf_gradmm.synthesizer import GradMatchSynthesizer
 
     data, _ = rotten_tomatoes
-    tiny = dict(per_class=2, texts_per_round=2, outer_steps=1, inner_steps=1, topk=20, refine_steps=0)
+    tiny = dict(init="lm", per_class=2, texts_per_round=2, outer_steps=1, inner_steps=1, topk=20, refine_steps=0)
     args = GradMatchConfig(output_dir=str(tmp_path / "dp"), target_examples=8, disable_tqdm=True, **DP, **tiny)
     GradMatchSynthesizer(tiny_llama, args, train_dataset=data["train"], processing_class=smollm2_tokenizer).train()
     model = dict(model=tiny_llama, processing_class=smollm2_tokenizer)
@@ -194,7 +217,7 @@ def test_audit_runs_every_source_on_disjoint_members_and_nonmembers(
     from hf_gradmm.synthesizer import GradMatchSynthesizer
 
     data, task = rotten_tomatoes
-    tiny = dict(per_class=2, texts_per_round=2, outer_steps=1, inner_steps=1, topk=20, refine_steps=0)
+    tiny = dict(init="lm", per_class=2, texts_per_round=2, outer_steps=1, inner_steps=1, topk=20, refine_steps=0)
     args = GradMatchConfig(output_dir=str(tmp_path / "run"), target_examples=8, disable_tqdm=True, **tiny)
     GradMatchSynthesizer(tiny_llama, args, train_dataset=data["train"], processing_class=smollm2_tokenizer).train()
     members, nonmembers = members_and_nonmembers(tmp_path / "run", data, task)
@@ -221,6 +244,7 @@ def test_real_model_dp_synthesis_and_audit(smollm2, rotten_tomatoes, tmp_path):
     model, tok = smollm2
     data, _ = rotten_tomatoes
     args = GradMatchConfig(
+        init="lm",
         output_dir=str(tmp_path / "dp"),
         dp_epsilon=16.0,
         seq_len=8,

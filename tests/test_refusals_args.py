@@ -30,7 +30,7 @@ OUT_OF_RANGE = {
     },
     BenchArguments: {
         **dict.fromkeys(("batch", "seq_len", "repeats", "seeds"), 0),
-        **{"outer_steps": -1, "inner_steps": -1, "label": -2, "seed": 2**32},
+        **{"outer_steps": -1, "inner_steps": -1, "label": -2, "seed": 2**32, "select_margin_keep": -1},
     },
     EvaluateArguments: {**dict.fromkeys(("budget", "draws", "seeds", "bootstrap", "pool_size"), 0), "llm_length": -1},
     FinetuneConfig: {

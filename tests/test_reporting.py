@@ -29,7 +29,8 @@ def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 def _synthesize(model, tok, folder: Path, report_to: str, **fields):
     from hf_gradmm.synthesizer import GradMatchSynthesizer
 
-    settings = dict(per_class=1, texts_per_round=1, outer_steps=3, inner_steps=1, refine_steps=0, projection_beams=1)
+    settings = dict(init="lm", per_class=1, texts_per_round=1, outer_steps=3, inner_steps=1, refine_steps=0)
+    settings.update(projection_beams=1)
     settings.update(seq_len=5, target_examples=4, heldout_examples=0, disable_tqdm=True, calibrate=False)
     args = GradMatchConfig(output_dir=str(folder), report_to=report_to, **{**settings, **fields})
     GradMatchSynthesizer(model, args, processing_class=tok).train()

@@ -24,6 +24,7 @@ from hf_gradmm import rundir
 from hf_gradmm.cli.main import main
 
 SYNTH = [
+    "--init", "lm",  # the ADMM round: its steps are what these tests interrupt
     "--task", "rotten_tomatoes", "--texts-per-round", "1", "--seq-len", "4", "--outer-steps", "30",
     "--inner-steps", "1", "--init-candidates", "1", "--target-examples", "4", "--heldout-examples", "2",
     "--topk", "10", "--refine-steps", "2", "--projection-beams", "1", "--disable-tqdm", "true",

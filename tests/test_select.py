@@ -89,7 +89,7 @@ def test_one_trajectory_checkpoint_scores_as_its_part_of_the_full_trajectory(
     [
         (dict(target_checkpoints="trajectory:4/5"), "1 <= i <= K"),
         (dict(target_checkpoints="trajectory:4/x"), "trajectory:K/i"),
-        (dict(init="select", select_pool=4), "--select-pool to at least 10"),
+        (dict(init="select", select_pool=4, select_margin_keep=0), "--select-pool to at least 10"),
         (dict(schedule="none", outer_steps=2), "inner_steps"),
     ],
 )
@@ -103,7 +103,7 @@ def test_real_model_selection_matches_closer_than_the_lm_draws(smollm2, small_se
     more closely than the first 4 draws (what init 'lm' would start from), and read as written."""
     model, tokenizer = smollm2
     prepared, config = small_setup(model, tokenizer, texts_per_round=4, per_class=4, seq_len=10,
-        init="select", schedule="none", select_pool=24, target_examples=16,
+        init="select", schedule="none", select_pool=24, select_margin_keep=0, target_examples=16,
     )  # fmt: skip
     record = run_round(prepared, config, 0, 1, 4)
     drawn = round_draws(prepared, config, 1, 24)

@@ -89,6 +89,7 @@ def test_candidate_sets_script_draws_balanced_named_sets(tiny_llama, smollm2_tok
 
     data, _ = rotten_tomatoes
     args = GradMatchConfig(
+        init="lm",
         output_dir=str(tmp_path / "synth"), per_class=4, texts_per_round=2, seq_len=4, outer_steps=1, inner_steps=1,
         init_candidates=1, target_examples=4, heldout_examples=2, topk=10, refine_steps=0, disable_tqdm=True,
         calibrate=False,

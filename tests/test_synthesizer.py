@@ -18,6 +18,8 @@ from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.synthesizer import GradMatchSynthesizer, SynthesisError
 
 TINY = dict(
+    init="lm",  # the ADMM round, pinned: the default is the selection
+    schedule="admm",
     per_class=3,
     texts_per_round=2,
     seq_len=5,
@@ -281,6 +283,33 @@ def test_progress_moves_through_every_stage_of_a_round(tiny_llama, smollm2_token
     assert len(by_stage["projection"]) == rounds * (2 - 1)  # the first Z is the init's
     assert [s[1] for s in by_stage["refine"][:3]] == [1, 2, 3] and len(by_stage["refine"]) == rounds * 3
     assert bar.final == (rounds * (2 + 3), rounds * (2 + 3)) and bar.bar is None
+
+
+def test_progress_counts_rounds_without_steps(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):
+    """The default round (the selection, no ADMM or refinement steps) has no steps to tick: the bar
+    counts one per round, and a resumed run starts at the rounds it had finished."""
+    from hf_gradmm.callbacks import SynthesisProgressCallback
+
+    class Bar(SynthesisProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            super().on_train_begin(args, state, control, **kwargs)
+            self.start = (self.bar.n, self.bar.total)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.final = (self.bar.n, self.bar.total)
+            super().on_train_end(args, state, control, **kwargs)
+
+    data, _ = rotten_tomatoes
+    select = dict(init="select", schedule="none", outer_steps=0, inner_steps=0, refine_steps=0, select_pool=4)
+    select.update(select_margin_keep=2)
+    first = Bar()
+    _run(tiny_llama, smollm2_tokenizer, data, tmp_path / "sel", callbacks=[first], **select)
+    assert first.start == (0, 4) and first.final == (4, 4)  # 3 texts per class in rounds of 2: 4 rounds
+    for extra in (tmp_path / "sel" / "rounds").glob("round_000[23].json"):
+        extra.unlink()
+    again = Bar()
+    _run(tiny_llama, smollm2_tokenizer, data, tmp_path / "sel", callbacks=[again], resume=True, **select)
+    assert again.start == (2, 4) and again.final == (4, 4)
 
 
 def test_stages_are_recorded_only_when_asked(tiny_llama, smollm2_tokenizer, rotten_tomatoes, tmp_path):

@@ -12,6 +12,8 @@ from hf_gradmm.engine.objective import TrajectoryObjective
 from hf_gradmm.synthesizer import GradMatchSynthesizer, SynthesisError
 
 TINY = dict(
+    init="lm",  # the ADMM round, pinned: the default is the selection
+    schedule="admm",
     per_class=2,
     texts_per_round=2,
     seq_len=5,
@@ -212,6 +214,7 @@ def test_real_model_trajectory_targets_separate_the_classes(smollm2, rotten_toma
     model, tok = smollm2
     data, _ = rotten_tomatoes
     args = GradMatchConfig(
+        init="lm",
         output_dir=str(tmp_path / "rt"),
         per_class=2,
         texts_per_round=2,

@@ -164,6 +164,7 @@ def test_no_test_example_reaches_the_targets_or_the_dev_choice(smollm2, user_fil
         train_file=[str(paths["train"])], validation_file=[str(paths["validation"])], test_file=[str(paths["test"])]
     )
     args = GradMatchConfig(
+        init="lm",
         **files,
         **COLUMNS,
         task_name="film_verdicts",

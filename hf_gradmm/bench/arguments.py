@@ -27,7 +27,8 @@ class BenchArguments:
     )
     bf16: bool = field(default=False, metadata={"help": "step: also time our step and the matmul in bfloat16."})
     schedule: Schedule = field(
-        default="default", metadata={"help": "round: the synthesis schedule preset (see GradMatchConfig.schedule)."}
+        default="admm",
+        metadata={"help": "round: the schedule preset (see GradMatchConfig.schedule; 'admm': 0.1.0's default)."},
     )
     outer_steps: int = field(default=0, metadata={"help": "round: ADMM outer iterations; 0 = the schedule's."})
     inner_steps: int = field(
@@ -36,8 +37,13 @@ class BenchArguments:
     init: Literal["lm", "select", "random", "real"] = field(
         default="lm",
         metadata={"help": "round: the round's init (see GradMatchConfig.init); '--init select --schedule none' "
-                  "times a pure selection of LM-written texts. Baseline rounds at a named --baseline-schedule "
-                  "start from the default init 'lm', as 0.1.0's rounds did."},
+                  "times the synthesis default (the shortlisted selection of LM-written texts). Baseline rounds "
+                  "at a named --baseline-schedule start from init 'lm', 0.1.0's default."},
+    )  # fmt: skip
+    select_margin_keep: int = field(
+        default=100,
+        metadata={"help": "round, init 'select': the label-margin shortlist (see GradMatchConfig.select_margin_keep; "
+                  "100, the synthesis default); 0 times the plain selection, as the issue 16 figures did."},
     )  # fmt: skip
     refine_gradients: Literal["auto", "exact", "changed"] = field(
         default="auto", metadata={"help": "round: the refinement's gradients (see GradMatchConfig.refine_gradients)."}
@@ -50,10 +56,10 @@ class BenchArguments:
         metadata={"help": "round: also run each round as hf_gradmm 0.1.0 did (the same search, every row "
                   "recomputed at every step), and report both, the speed-up and the quality difference."},
     )  # fmt: skip
-    baseline_schedule: Literal["same", "default", "fast", "quick", "paper"] = field(
+    baseline_schedule: Literal["same", "admm", "fast", "quick", "paper", "default"] = field(
         default="same",
         metadata={"help": "round: the steps of the --baseline rounds: 'same' (this run's) or a schedule preset, "
-                  "e.g. 'default' to time --schedule fast against 0.1.0's default round."},
+                  "e.g. 'admm' (0.1.0's 'default') to time --schedule fast against 0.1.0's default round."},
     )  # fmt: skip
     seed: int = field(default=42, metadata={"help": "round: seed of the first run."})
     seeds: int = field(default=1, metadata={"help": "round: runs with seeds seed, seed + 1, ...; the median counts."})
@@ -70,4 +76,5 @@ class BenchArguments:
         for name in ("outer_steps", "inner_steps"):
             check_number(self, name, 0, note="0 = the schedule's")
         check_number(self, "label", -1, note="-1 = every class")
+        check_number(self, "select_margin_keep", 0, note="0 = the plain selection")
         check_number(self, "seed", 0, SEED_MAX)

@@ -1,16 +1,17 @@
 """``hf-gradmm bench round``: one whole round of GRADMM on real data, seconds per stage.
 
 This benchmark runs the set-up (real pool, class targets) and one round per timed class with
-the synthesis defaults (B = 10, 4-beam projection, the default schedule: 4 x 10 steps and 40
-refinement steps, what the results were measured with), recording the engine's stages
+the synthesis settings (B = 10, 4-beam projection) and by default the ADMM round, 0.1.0's default
+(init 'lm', schedule 'admm': 4 x 10 steps and 40 refinement steps), recording the engine's stages
 (engine/stages.py). It reports the round's wall time, each stage's seconds, the final matching
 distance and mean NLL of the texts, and the texts per hour that pace gives; with several seeds
 or classes, each run and their medians. ``--baseline`` runs every round a second time as
 hf_gradmm 0.1.0 computed it (bench/baseline.py: the same search, every row recomputed), on the
 same set-up, and reports the speed-up and how the two rounds' distances, NLLs and texts compare;
 ``--baseline-schedule`` runs those at another schedule (``--schedule fast --baseline-schedule
-default``: a faster schedule against 0.1.0's default round; ``--init select --schedule none
---baseline-schedule default``: a pure selection of LM-written texts against it). Each run says
+admm``: a faster schedule against 0.1.0's default round; ``--init select --schedule none
+--baseline-schedule admm``: the synthesis default, the shortlisted selection, against it;
+``--select-margin-keep 0`` for the plain selection). Each run says
 whether its texts use only allowed tokens (a pair's pinned template tokens aside).
 """
 
@@ -39,7 +40,7 @@ from hf_gradmm.tasks import load_task
 def _config(task, args: BenchArguments, seed: int, folder: Path, baseline: bool = False) -> GradMatchConfig:
     """The round's settings; ``baseline``: those of the ``--baseline`` rounds (0.1.0 had only exact
     refinement gradients; ``--baseline-schedule`` may replace the schedule and its steps, and then
-    starts from the default init, 'lm')."""
+    starts from 0.1.0's default init, 'lm')."""
     own = not baseline or args.baseline_schedule == "same"
     return GradMatchConfig(
         task=task.name,
@@ -50,6 +51,7 @@ def _config(task, args: BenchArguments, seed: int, folder: Path, baseline: bool 
         inner_steps=args.inner_steps if own else 0,
         target_checkpoints=args.target_checkpoints,
         init=args.init if own else "lm",
+        select_margin_keep=args.select_margin_keep,  # init 'select' only: other inits set it to 0
         refine_gradients="exact" if baseline else args.refine_gradients,
         seed=seed,
         output_dir=str(folder),

@@ -40,6 +40,36 @@ def card_data(report: dict, task: TaskSpec, dataset: DatasetDict, license: str |
     )
 
 
+def _what_it_is(synth: dict, generator: str, template: str, source: str) -> str:
+    """How the texts were made, as the run's config says: chosen among the generator's own texts
+    (the default, no ADMM steps) or optimised by ADMM and projected onto likely text."""
+
+    def gradient(how: str) -> str:
+        return (
+            f"fine-tuning `{generator}` on them (loss: the label word after the template `{template}`) gives a "
+            f"gradient {how} the mean gradient of {synth['target_examples']} real `{synth['real_split']}` examples "
+            f"per class of {source}"
+        )
+
+    if synth.get("init") == "select" and not synth.get("outer_steps") and not synth.get("refine_steps"):
+        keep = synth.get("select_margin_keep") or 0
+        shortlist = (
+            f"the {keep} that a few-shot classifier (the task's hand-written demonstrations) read most plainly as "
+            "their class were kept, and of those "
+            if keep
+            else ""
+        )
+        return (
+            f"texts `{generator}` wrote itself from a class-naming prefix, not edited afterwards: of "
+            f"{synth.get('select_pool')} written per round and class, {shortlist}the {synth.get('texts_per_round')} "
+            f"were kept for which {gradient('closest to')}. Then filtered (below)."
+        )
+    return (
+        f"texts made of real tokens, optimised so that {gradient('close to')}; then projected onto text the same "
+        "model finds likely, and filtered (below)."
+    )
+
+
 def _f(x, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -72,12 +102,9 @@ def _about(report: dict, config: dict, task: TaskSpec, dataset: DatasetDict) -> 
         "",
         "## What this data is, and is not",
         "",
-        f"- **Is:** texts made of real tokens, optimised so that fine-tuning `{generator}` on them (loss: the "
-        f"label word after the template `{task.template}`) gives a gradient close to the mean gradient of "
-        f"{synth['target_examples']} real `{synth['real_split']}` examples per class of {source}; then projected "
-        "onto text the same model finds likely, and filtered (below).",
+        "- **Is:** " + _what_it_is(synth, generator, task.template, source),
         "- **Is not:** human-written, fact-checked, or guaranteed on-topic or correctly labelled; some texts are "
-        "ungrammatical. The labels are the classes the texts were optimised for, kept only where a few-shot "
+        "ungrammatical. The labels are the classes the texts were made for, kept only where a few-shot "
         "classifier agreed (see filtering).",
         "- **Privacy:** "
         + (

@@ -13,10 +13,8 @@ from __future__ import annotations
 import random
 import statistics
 
-import torch
-
 from hf_gradmm.dataset.filters import longest_repeat
-from hf_gradmm.lm import label_word_logprobs
+from hf_gradmm.lm import filter_margins
 from hf_gradmm.tasks import TaskSpec
 
 
@@ -47,6 +45,4 @@ def label_filter_keep(model, tokenizer, task: TaskSpec, texts: list[str], labels
     demonstrations and contextually calibrated (``BuilderConfig`` defaults), names their own class."""
     if not texts:
         return 0.0
-    demos, instruction = list(task.demonstrations), task.instruction()
-    logprobs = label_word_logprobs(model, tokenizer, task, texts, demos, calibrate=True, instruction=instruction)
-    return float((logprobs.argmax(dim=1) == torch.tensor(labels)).float().mean())
+    return float((filter_margins(model, tokenizer, task, texts, labels) > 0).float().mean())

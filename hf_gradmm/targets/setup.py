@@ -19,7 +19,7 @@ from hf_gradmm.engine.gradients import MatchedModules, prepare_matched
 from hf_gradmm.engine.objective import Checkpoint, TrajectoryObjective
 from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.engine.round import RoundSetup
-from hf_gradmm.lm import embedding_scale, label_margins, start_ids
+from hf_gradmm.lm import embedding_scale, filter_margins, start_ids
 from hf_gradmm.targets.coverage import coverage_groups
 from hf_gradmm.targets.pool import (
     Parts,
@@ -120,9 +120,8 @@ def margin_scorer(model, tokenizer, task: TaskSpec):
     """``(texts, label) -> margins``: each text's label margin under the builder's default label filter
     (the task's hand-written demonstrations, its instruction, contextual calibration), so the
     selection's shortlist favours the texts the builder would keep; nothing private is read."""
-    demos, instruction = list(task.demonstrations), task.instruction()
 
     def score(texts: list[str], label: int) -> torch.Tensor:
-        return label_margins(model, tokenizer, task, texts, [label] * len(texts), demos, True, instruction)
+        return filter_margins(model, tokenizer, task, texts, [label] * len(texts))
 
     return score
