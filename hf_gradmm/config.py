@@ -451,8 +451,10 @@ class GradMatchConfig(TaskArguments):
         if self.init != "select":
             self.select_margin_keep = 0  # it shortlists the selection's candidates: no other init has any
         if self.select_margin_keep and not self.texts_per_round <= self.select_margin_keep <= self.select_pool:
+            default = self.select_margin_keep == type(self).__dataclass_fields__["select_margin_keep"].default
             raise ValueError(
-                f"--select-margin-keep {self.select_margin_keep} must lie between --texts-per-round "
+                f"--select-margin-keep {self.select_margin_keep}{' (the default)' if default else ''} must lie between "
+                "--texts-per-round "
                 f"{self.texts_per_round} (the batch is chosen from the shortlist) and --select-pool {self.select_pool} "
                 "(the shortlist is cut from the pool): set it in that range, or 0 for the plain selection."
             )

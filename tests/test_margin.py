@@ -39,7 +39,7 @@ def test_margins_are_own_label_minus_best_other(tiny_llama, smollm2_tokenizer, r
     [
         (dict(select_margin_keep=5), "between --texts-per-round 10"),
         (dict(select_margin_keep=400), "and --select-pool 300"),
-        (dict(select_pool=50), "--select-margin-keep 100 must lie between .* --select-pool 50 .* or 0 for the plain"),
+        (dict(select_pool=50), r"--select-margin-keep 100 \(the default\) must lie between .* --select-pool 50 "),
         (dict(select_margin_keep=-1), "--select-margin-keep \\(select_margin_keep\\) must be an integer >= 0"),
     ],
 )
