@@ -17,6 +17,7 @@ for reasons measured on SmolLM2 in docs/synthesizer.md. The reference behaviour 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -34,6 +35,13 @@ SCHEDULES = {
     "paper": (30, 50, 0, "exact"),
     "default": (4, 10, 40, "exact"),  # 'admm' under its 0.1.0 name (the default then): older configs still run
 }
+
+
+def chooses_only(values: Mapping) -> bool:
+    """Whether a run (its config as a dict) only chooses among texts the model wrote: init 'select' with no
+    ADMM and no refinement steps, as the default does. Its first batch is then its last, so reports show
+    one matching distance, and the card says the texts were chosen, not optimised."""
+    return values.get("init") == "select" and not values.get("outer_steps") and not values.get("refine_steps")
 
 
 @dataclass

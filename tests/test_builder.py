@@ -130,10 +130,14 @@ def test_the_card_says_how_the_texts_were_made(crafted_synthesis, tiny_llama, sm
     from hf_gradmm.config import GradMatchConfig
 
     path, _ = crafted_synthesis
+    distances = dict(heldout_same_class=0.01, other_classes=0.5, model_sampled=0.08, gradmm_initial=0.03)
+    calibration = {name: {**distances, "gradmm_final": 0.02} for name in ("negative", "positive")}
+    (path / "metrics.json").write_text(json.dumps({"generator": "tiny", "calibration": calibration}))
     model = dict(model=tiny_llama, processing_class=smollm2_tokenizer)
     SyntheticDatasetBuilder(path, BuilderConfig(label_filter="off"), **model).save(tmp_path / "admm")
     text = DatasetCard.load(tmp_path / "admm" / "README.md").text
     assert "optimised so that fine-tuning" in text and "wrote itself" not in text
+    assert "| GRADMM first | GRADMM final |" in text and "| 0.0800 | 0.0300 | 0.0200 |" in text
     selected = tmp_path / "selected"
     shutil.copytree(path, selected)
     (selected / "config.yaml").write_text(yaml.safe_dump(GradMatchConfig(output_dir=str(selected)).to_dict()))
@@ -142,3 +146,6 @@ def test_the_card_says_how_the_texts_were_made(crafted_synthesis, tiny_llama, sm
     assert "wrote itself from a class-naming prefix, not edited afterwards: of 300 written per round and class" in text
     assert "the 100 that a few-shot classifier" in text and "the 10 were kept for which fine-tuning" in text
     assert "optimised so that" not in text
+    # No steps: the chosen batch is the first and the last, so its calibration has one GRADMM column.
+    assert "| model's own samples | GRADMM chosen |" in text and "| 0.0800 | 0.0200 |" in text
+    assert "GRADMM first" not in text

@@ -97,7 +97,7 @@ def test_synthesize_cli_with_yaml_and_flags(tmp_path, tiny_model_dir, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert f"4 synthetic texts in {out}" in printed and "GRADMM final" in printed
+    assert f"4 synthetic texts in {out}" in printed and "GRADMM init" in printed and "GRADMM final" in printed
     ds = load_from_disk(str(out))
     assert len(ds) == 4 and ds.features["label"].names == ["negative", "positive"]
     assert "outer_steps: 1" in (out / "config.yaml").read_text()  # the flag beat the YAML
@@ -166,6 +166,18 @@ def test_schedule_presets_set_the_steps_and_flags_override_them(capsys):
     with pytest.raises(SystemExit):
         main(["synthesize", "--help"])
     assert "{none,admm,fast,quick,paper,default}" in capsys.readouterr().out
+
+
+def test_a_run_without_steps_reports_one_distance(tmp_path, tiny_model_dir, capsys):
+    """The default chooses among the model's own texts and takes no step: its first batch is its last,
+    so the calibration shows one GRADMM column, named for what it is."""
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_model_dir), "--per-class", "2", "--texts-per-round", "2", "--seq-len", "4"]
+    args += ["--select-pool", "8", "--select-margin-keep", "4", "--target-examples", "4", "--heldout-examples", "2"]
+    assert main(["synthesize", *args, "--output-dir", str(out), "--disable-tqdm"]) == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if "held-out real" in line)
+    assert header.split()[-2:] == ["GRADMM", "chosen"] and "GRADMM init" not in printed
 
 
 def test_the_default_is_the_margin_shortlisted_selection():

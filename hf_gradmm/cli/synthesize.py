@@ -12,6 +12,7 @@ import torch
 
 from hf_gradmm import rundir
 from hf_gradmm.bench import bench_round, bench_step
+from hf_gradmm.config import chooses_only
 from hf_gradmm.distributed import finish
 from hf_gradmm.models import check_model_name, load_model_and_tokenizer
 from hf_gradmm.synthesizer import GradMatchSynthesizer
@@ -73,14 +74,16 @@ def synthesize(config, model_args) -> None:
     calibration = result.metrics.get("calibration", {})
     if calibration:
         print("\nmatching distance to the class target (batch of texts; lower is closer):")
-        print(
-            f"  {'class':<12} {'held-out real':>13} {'other class':>12} {'model sampled':>14} "
-            f"{'GRADMM init':>12} {'GRADMM final':>13}"
-        )
-        keys = ("heldout_same_class", "other_classes", "model_sampled", "gradmm_initial", "gradmm_final")
+        columns = {"heldout_same_class": "held-out real", "other_classes": "other class"}
+        columns["model_sampled"] = "model sampled"
+        if chooses_only(config.to_dict()):  # no steps: the chosen batch is both first and last
+            columns["gradmm_final"] = "GRADMM chosen"
+        else:
+            columns |= {"gradmm_initial": "GRADMM init", "gradmm_final": "GRADMM final"}
+        print(f"  {'class':<12} " + " ".join(f"{head:>14}" for head in columns.values()))
         for name, c in calibration.items():  # n/a: not computed (e.g. no held-out texts in DP mode)
-            cells = ["n/a" if c[k] is None else f"{c[k]:.4f}" for k in keys]
-            print(f"  {name:<12} {cells[0]:>13} {cells[1]:>12} {cells[2]:>14} {cells[3]:>12} {cells[4]:>13}")
+            cells = ["n/a" if c[k] is None else f"{c[k]:.4f}" for k in columns]
+            print(f"  {name:<12} " + " ".join(f"{cell:>14}" for cell in cells))
 
 
 def bench(model_args, task_args, args) -> dict:

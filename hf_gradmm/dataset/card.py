@@ -6,6 +6,7 @@ import yaml
 from datasets import DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from hf_gradmm.config import chooses_only
 from hf_gradmm.tasks import TaskSpec
 from hf_gradmm.tasks.registry import PAIR_SEP
 from hf_gradmm.version import __version__
@@ -51,7 +52,7 @@ def _what_it_is(synth: dict, generator: str, template: str, source: str) -> str:
             f"per class of {source}"
         )
 
-    if synth.get("init") == "select" and not synth.get("outer_steps") and not synth.get("refine_steps"):
+    if chooses_only(synth):
         keep = synth.get("select_margin_keep") or 0
         shortlist = (
             f"the {keep} that a few-shot classifier (the task's hand-written demonstrations) read most plainly as "
@@ -171,18 +172,19 @@ def _statistics(report: dict, config: dict) -> list[str]:
     ]
     calibration = report["synthesis"].get("calibration") or {}
     if calibration:
+        chosen = chooses_only(synth)  # no steps: the first batch is the last, one column
+        ours = ["GRADMM chosen"] if chosen else ["GRADMM first", "GRADMM final"]
         lines += [
             "",
             "Calibration of the run (batch distances to each class target; lower is closer):",
             "",
-            "| class | held-out real | other class's real | model's own samples | GRADMM first | GRADMM final |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| class | held-out real | other class's real | model's own samples | " + " | ".join(ours) + " |",
+            "| --- | --- | --- | --- |" + " --- |" * len(ours),
         ]
         for name, c in calibration.items():
-            lines.append(
-                f"| {name} | {_f(c.get('heldout_same_class'))} | {_f(c.get('other_classes'))} | "
-                f"{_f(c.get('model_sampled'))} | {_f(c.get('gradmm_initial'))} | {_f(c.get('gradmm_final'))} |"
-            )
+            cells = [c.get(k) for k in ("heldout_same_class", "other_classes", "model_sampled")]
+            cells += [c.get("gradmm_final")] if chosen else [c.get("gradmm_initial"), c.get("gradmm_final")]
+            lines.append(f"| {name} | " + " | ".join(_f(x) for x in cells) + " |")
     return lines
 
 
