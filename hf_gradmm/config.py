@@ -2,13 +2,14 @@
 
 Parsed by ``trl.TrlParser`` for the CLI: each field is a flag (``--outer-steps``) and a YAML
 key (``outer_steps:``); flags override the YAML file. The default is the configuration that trained
-models best in docs/results.md (issue 17): ``init='select'`` with ``select_margin_keep=100`` and
-``schedule='none'``. Each round the model writes 300 texts from its class prefix, the 100 that
-read most plainly as their class under the builder's label filter stay, and the 10 whose batch
-gradient is closest to the real data's target are kept (exact theta0 lm_head distance), with no
-ADMM. ``--init lm --schedule admm`` is the ADMM round, 0.1.0's default: 4 outer x 10 inner steps and
-40 refinement steps. Its ADMM settings follow the authors' reference scripts
-(lr 0.008, top-k 200, B = 10, grad clip 1, 50 real examples per target) but for the schedule
+models best in docs/results.md (issue 17): ``init='select'`` with ``select_margin_keep=100``,
+``schedule='none'`` and ``target_checkpoints='auto'`` (``trajectory:4/4`` for this selection). Each
+round the model writes 300 texts from its class prefix, the 100 that read most plainly as their
+class under the builder's label filter stay, and the 10 whose batch gradient is closest to the real
+data's target are kept (exact lm_head distance, both gradients taken at the end of a 20-step LoRA
+fine-tuning on the real pool), with no ADMM. ``--init lm --schedule admm`` is the ADMM round, 0.1.0's
+default: 4 outer x 10 inner steps and 40 refinement steps, at theta0. Its ADMM settings follow the
+authors' reference scripts (lr 0.008, top-k 200, B = 10, grad clip 1, 50 real examples per target) but for the schedule
 (``schedule='paper'``: the authors' 30 x 50, about 16 minutes a round on a 2-core CPU, estimated
 from the measured stages), the init, the vocabulary with punctuation and the refinement after ADMM,
 for reasons measured on SmolLM2 in docs/synthesizer.md. The reference behaviour is
@@ -17,6 +18,7 @@ for reasons measured on SmolLM2 in docs/synthesizer.md. The reference behaviour 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -219,9 +221,10 @@ class GradMatchConfig(TaskArguments):
             "select_pool texts that the builder's label filter (the task's hand-written demonstrations, "
             "calibrated) reads most plainly as their own class (the largest label margins), then chooses the B "
             "among them by the matching distance (engine/select.py). Equal to texts_per_round it is a control: the "
-            "B plainest texts, no matching. 0: off (the plain selection). 100 of 300: the best configuration "
-            "measured on Rotten Tomatoes, hence the default; still below random real on SmolLM2, and no better "
-            "than the control (docs/results.md); rounds 32-34 s on SmolLM2 and 2 CPU cores."
+            "B plainest texts, no matching. 0: off (the plain selection). 100 of 300, with the trajectory:4/4 "
+            "target that target_checkpoints 'auto' gives it: the best configuration measured on Rotten Tomatoes, "
+            "hence the default (docs/results.md); rounds 35-38 s on SmolLM2 and 2 CPU cores, after a 20-step "
+            "fine-tuning of about 25 s."
         },
     )
     coverage_weight: float = field(
@@ -269,10 +272,13 @@ class GradMatchConfig(TaskArguments):
     )
     # ---- targets along the fine-tuning trajectory ----------------------------------------------
     target_checkpoints: str = field(
-        default="theta0",
+        default="auto",
         metadata={
             "help": "Comma-separated checkpoints the class targets are computed at; the x-step matches all of them "
-            "(weighted mean of the distances). 'theta0': the model as given (the paper). 'trajectory:K': K evenly "
+            "(weighted mean of the distances). 'auto' (the default): 'trajectory:4/4' for the selection (init "
+            "'select'), which trained best with it in docs/results.md, and 'theta0' where that cannot be used or "
+            "was not measured (other inits, DP, coverage, matched_params 'peft', several processes). "
+            "'theta0': the model as given (the paper). 'trajectory:K': K evenly "
             "spaced checkpoints of a short fine-tuning on the real target pool (trajectory_* fields), saved in "
             "output_dir/trajectory; 'trajectory:K/i': the i-th of them alone (trajectory:4/4, the end of the "
             "fine-tuning, is the distance that predicted accuracy best in docs/synthesizer.md). "
@@ -395,7 +401,9 @@ class GradMatchConfig(TaskArguments):
         metadata={
             "help": "Processes to shard the work over (CLI: relaunches itself with `accelerate launch`): the "
             "real examples of each target and the rounds are split between them; same seed, same texts as one "
-            "process. Under `accelerate launch` the launcher's process count is used and this field is ignored.",
+            "process with the same target_checkpoints ('auto' is theta0 with several processes, trajectory:4/4 for "
+            "one process's selection: pass it explicitly to compare). Under `accelerate launch` the launcher's "
+            "process count is used and this field is ignored.",
         },
     )
     use_cpu: bool = field(
@@ -450,6 +458,8 @@ class GradMatchConfig(TaskArguments):
                 f"--outer-steps {self.outer_steps} needs --inner-steps (inner_steps) >= 1 too: schedule 'none' has "
                 "no steps of its own."
             )
+        if self.target_checkpoints.strip() == "auto":
+            self.target_checkpoints = self.auto_checkpoints()
         check_config(self)
         if self.init == "select" and self.select_pool < self.texts_per_round:
             raise ValueError(
@@ -473,6 +483,17 @@ class GradMatchConfig(TaskArguments):
                 "matched_params='peft' matches the given model's own adapters, which other checkpoints do not "
                 "share; with target_checkpoints other than theta0 use 'lm_head' or a module regular expression."
             )
+
+    def auto_checkpoints(self) -> str:
+        """What ``target_checkpoints='auto'`` stands for: the end of the short fine-tuning on the real pool
+        (``trajectory:4/4``) for the selection, whose sets it made train best on Rotten Tomatoes
+        (docs/results.md); ``theta0`` for the other inits (their measured rows are at theta0), under DP (the
+        fine-tuning reads the private examples without noise), with coverage (its groups are taken at theta0)
+        for ``matched_params='peft'`` (no other checkpoint has the model's own adapters) and in a multi-process
+        run (the fine-tuning runs in one process: targets/trajectory.py)."""
+        selection = self.init == "select" and not self.coverage_weight and self.matched_params != "peft"
+        processes = max(self.num_processes, int(os.environ.get("WORLD_SIZE", "1")))  # as accelerate launches it
+        return "trajectory:4/4" if selection and not self.dp_epsilon and processes == 1 else "theta0"
 
     def checkpoint_specs(self) -> list[tuple[str, float]]:
         """``target_checkpoints`` expanded: one ``(spec, weight)`` per checkpoint, weights summing to 1.

@@ -264,9 +264,12 @@ def open_run(folder: Path, expected: dict, resume: bool, record: bool = True) ->
                 for key in sorted(set(values) | set(saved.get(section, {})))
                 if saved.get(section, {}).get(key) != values.get(key)
             ]
+            before = saved.get("config", {})
+            flags = [f"--{k.replace('_', '-')} {before[k]}" for k in sorted(before) if f"config.{k}" in changed]
+            same = f" (the folder's: {' '.join(flags)}; a default may have changed since)" if flags else ""
             raise SynthesisError(
                 f"Cannot resume {folder}: the configuration changed ({', '.join(changed)}). Resume with the "
-                "same settings, or start a new run in another --output-dir."
+                f"same settings{same}, or start a new run in another --output-dir."
             )
         records, problems = _read_rounds(rounds_dir)
         for problem in problems:

@@ -136,7 +136,7 @@ def test_the_card_says_how_the_texts_were_made(crafted_synthesis, tiny_llama, sm
     model = dict(model=tiny_llama, processing_class=smollm2_tokenizer)
     SyntheticDatasetBuilder(path, BuilderConfig(label_filter="off"), **model).save(tmp_path / "admm")
     text = DatasetCard.load(tmp_path / "admm" / "README.md").text
-    assert "optimised so that fine-tuning" in text and "wrote itself" not in text
+    assert "optimised so that fine-tuning" in text and "wrote itself" not in text and "taken at" not in text
     assert "| GRADMM first | GRADMM final |" in text and "| 0.0800 | 0.0300 | 0.0200 |" in text
     selected = tmp_path / "selected"
     shutil.copytree(path, selected)
@@ -146,6 +146,7 @@ def test_the_card_says_how_the_texts_were_made(crafted_synthesis, tiny_llama, sm
     assert "wrote itself from a class-naming prefix, not edited afterwards: of 300 written per round and class" in text
     assert "the 100 that a few-shot classifier" in text and "the 10 were kept for which fine-tuning" in text
     assert "optimised so that" not in text
+    assert "gradients taken at `trajectory:4/4`" in text  # the default's target checkpoint
     # No steps: the chosen batch is the first and the last, so its calibration has one GRADMM column.
     assert "| model's own samples | GRADMM chosen |" in text and "| 0.0800 | 0.0200 |" in text
     assert "GRADMM first" not in text

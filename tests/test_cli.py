@@ -190,7 +190,30 @@ def test_the_default_is_the_margin_shortlisted_selection():
     assert (default.init, default.schedule, default.select_pool, default.select_margin_keep) == (
         "select", "none", 300, 100
     )  # fmt: skip
+    assert default.target_checkpoints == "trajectory:4/4"  # 'auto' for the selection
     admm = GradMatchConfig(init="lm", schedule="admm")
     assert admm.select_margin_keep == 0 and "select_margin_keep" not in admm.fingerprint()
     assert GradMatchConfig(init="lm", select_margin_keep=50).select_margin_keep == 0
     assert GradMatchConfig(select_margin_keep=0).fingerprint() != default.fingerprint()
+
+
+def test_auto_checkpoints_are_the_trajectory_end_for_the_selection_only():
+    """'auto' targets the end of the short fine-tuning for the selection, where it trained best, and
+    theta0 wherever that fine-tuning cannot be used or was not measured; an explicit value stays, and
+    the saved config holds the resolved one (so a resume compares what was run)."""
+    from hf_gradmm.config import GradMatchConfig
+
+    assert GradMatchConfig(select_margin_keep=0).target_checkpoints == "trajectory:4/4"
+    for theta0 in (
+        dict(init="lm", schedule="admm"),
+        dict(init="random"),
+        dict(dp_epsilon=1.0, seq_len=5, heldout_examples=0),  # the fine-tuning would read the examples noise-free
+        dict(coverage_weight=0.03),  # its groups are taken at theta0
+        dict(num_processes=2),  # the fine-tuning runs in one process
+    ):
+        assert GradMatchConfig(**theta0).target_checkpoints == "theta0", theta0
+    assert GradMatchConfig(target_checkpoints="theta0").target_checkpoints == "theta0"
+    assert GradMatchConfig(init="lm", target_checkpoints="trajectory:2").target_checkpoints == "trajectory:2"
+    assert GradMatchConfig().to_dict()["target_checkpoints"] == "trajectory:4/4"
+    with pytest.raises(ValueError, match="trajectory_steps divisible by 4"):
+        GradMatchConfig(trajectory_steps=10)  # auto's trajectory:4/4 needs it, and the message says how

@@ -171,6 +171,24 @@ def test_an_unreadable_run_state_names_the_file_and_the_fix(tmp_path):
         rundir.open_run(folder, {"config": {}}, resume=True)
 
 
+def test_a_changed_configuration_names_the_folders_settings_as_flags(tmp_path):
+    """A resume whose settings differ from the folder's (e.g. after a default changed) is refused with
+    the folder's own values as flags, so the user can resume as it was made; nothing is written."""
+    import json
+
+    folder = tmp_path / "run"
+    (folder / rundir.ROUNDS_DIR).mkdir(parents=True)
+    saved = {"config": {"target_checkpoints": "theta0", "per_class": 10}}
+    (folder / rundir.RUN_STATE).write_text(json.dumps(saved))
+    wanted = {"config": {"target_checkpoints": "trajectory:4/4", "per_class": 10}}
+    with pytest.raises(rundir.SynthesisError) as refused:
+        rundir.open_run(folder, wanted, resume=True)
+    message = str(refused.value)
+    assert "configuration changed (config.target_checkpoints)" in message
+    assert "--target-checkpoints theta0" in message and "--per-class" not in message
+    assert json.loads((folder / rundir.RUN_STATE).read_text()) == saved
+
+
 # ---------------------------------------------------------------- 6. unusable output folders, before loading
 def test_an_output_dir_that_is_a_file_is_refused_before_the_model_loads(tmp_path, capsys):
     target = tmp_path / "taken"

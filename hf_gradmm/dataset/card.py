@@ -45,11 +45,14 @@ def _what_it_is(synth: dict, generator: str, template: str, source: str) -> str:
     """How the texts were made, as the run's config says: chosen among the generator's own texts
     (the default, no ADMM steps) or optimised by ADMM and projected onto likely text."""
 
+    checkpoints = synth.get("target_checkpoints") or "theta0"
+    at = "" if checkpoints == "theta0" else f", both gradients taken at `{checkpoints}` (see the note below)"
+
     def gradient(how: str) -> str:
         return (
             f"fine-tuning `{generator}` on them (loss: the label word after the template `{template}`) gives a "
             f"gradient {how} the mean gradient of {synth['target_examples']} real `{synth['real_split']}` examples "
-            f"per class of {source}"
+            f"per class of {source}{at}"
         )
 
     if chooses_only(synth):
