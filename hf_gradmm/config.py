@@ -224,7 +224,7 @@ class GradMatchConfig(TaskArguments):
             "B plainest texts, no matching. 0: off (the plain selection). 100 of 300, with the trajectory:4/4 "
             "target that target_checkpoints 'auto' gives it: the best configuration measured on Rotten Tomatoes, "
             "hence the default (docs/results.md); rounds 35-38 s on SmolLM2 and 2 CPU cores, after a 20-step "
-            "fine-tuning of about 25 s."
+            "fine-tuning of 21-24 s."
         },
     )
     coverage_weight: float = field(
@@ -488,7 +488,7 @@ class GradMatchConfig(TaskArguments):
         """What ``target_checkpoints='auto'`` stands for: the end of the short fine-tuning on the real pool
         (``trajectory:4/4``) for the selection, whose sets it made train best on Rotten Tomatoes
         (docs/results.md); ``theta0`` for the other inits (their measured rows are at theta0), under DP (the
-        fine-tuning reads the private examples without noise), with coverage (its groups are taken at theta0)
+        fine-tuning reads the private examples without noise), with coverage (its groups are taken at theta0),
         for ``matched_params='peft'`` (no other checkpoint has the model's own adapters) and in a multi-process
         run (the fine-tuning runs in one process: targets/trajectory.py)."""
         selection = self.init == "select" and not self.coverage_weight and self.matched_params != "peft"

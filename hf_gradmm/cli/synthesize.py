@@ -74,8 +74,11 @@ def synthesize(config, model_args) -> None:
     calibration = result.metrics.get("calibration", {})
     if calibration:
         print("\nmatching distance to the class target (batch of texts; lower is closer):")
-        columns = {"heldout_same_class": "held-out real", "other_classes": "other class"}
-        columns["model_sampled"] = "model sampled"
+        columns = {
+            "heldout_same_class": "held-out real",
+            "other_classes": "other class",
+            "model_sampled": "model sampled",
+        }
         if chooses_only(config.to_dict()):  # no steps: the chosen batch is both first and last
             columns["gradmm_final"] = "GRADMM chosen"
         else:
