@@ -143,18 +143,31 @@ def test_harness_touches_the_test_split_once_per_run(
     assert merged["summary"] == results["summary"] and merged["paired"] == results["paired"]
     with pytest.raises(ValueError, match="the same run twice"):
         run_evaluation(task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'a.json'}"), FinetuneConfig())
-    copies = []  # the same method's sets from another evaluation (other files): merged as more sets
+    copies = []  # the same draws saved by another evaluation: the same sets twice, refused
     for run in (r for r in whole["runs"] if r["method"] == "random"):
         copy = tmp_path / "other" / Path(run["training_file"]).name
         copy.parent.mkdir(exist_ok=True)
         copy.write_text((tmp_path / run["training_file"]).read_text())
         copies.append({**run, "training_file": str(copy.relative_to(tmp_path))})
     (tmp_path / "d.json").write_text(json.dumps({**whole, "runs": copies}))
-    more = run_evaluation(
-        task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'd.json'}", output=str(tmp_path / "n.json")),
-        FinetuneConfig(**TINY_RECIPE),
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ValueError, match="Draw 0 of 'random'.*--first-draw"):
+        run_evaluation(task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'd.json'}",
+                                               output=str(tmp_path / "n.json")), FinetuneConfig())  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    later = run_evaluation(  # new draws of the same row, from seed 2 on: merged as more sets
+        task,
+        EvaluateArguments(methods="random", first_draw=2, draws=1, seeds=2, models="tiny", budget=2,
+                          reference="none", output=str(tmp_path / "later.json")),
+        FinetuneConfig(**TINY_RECIPE), models={"tiny": (tiny_llama, smollm2_tokenizer)},
     )  # fmt: skip
-    assert more["summary"]["random"]["tiny"]["sets"] == 2 * results["summary"]["random"]["tiny"]["sets"]
+    assert {r["draw"] for r in later["runs"]} == {2} and later["first_draw"] == 2
+    saved = [json.loads(line) for line in (tmp_path / "later_training/random/set2.jsonl").read_text().splitlines()]
+    assert [(r["text"], r["label"]) for r in saved] == list(zip(*baselines_random(data, task, 2, 2)))
+    pieces = f"{tmp_path / 'a.json'},{tmp_path / 'later.json'}"
+    more = run_evaluation(task, EvaluateArguments(merge=pieces, output=str(tmp_path / "n.json")), FinetuneConfig())
+    assert more["summary"]["random"]["tiny"]["sets"] == results["summary"]["random"]["tiny"]["sets"] + 1
+    assert sorted(r["draw"] for r in more["runs"] if r["seed"] == 0) == [0, 1, 2]
     judged = run_evaluation(
         task, EvaluateArguments(merge=f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}", judge="tiny",
                                 output=str(tmp_path / "j.json")),

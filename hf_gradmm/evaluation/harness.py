@@ -39,6 +39,8 @@ from hf_gradmm.tasks.registry import split_pair
 
 # Methods whose training texts are the task's real examples: results never quote them.
 REAL_DATA_METHODS = ("random", "few_shot", "herding", "kcenter", "real_pool")
+# Methods whose set k is a seeded draw (seed k): a merge refuses the same draw from two files.
+SAMPLED_METHODS = ("random", "few_shot", "herding", "kcenter", "llm")
 ALL_METHODS = ("zero_shot", "few_shot", "random", "herding", "kcenter", "llm", "real_pool", "gradmm")
 
 
@@ -70,6 +72,13 @@ class EvaluateArguments:
         metadata={
             "help": "Training sets per sampled method (random, few_shot, herding, kcenter, llm), set k drawn "
             "with seed k: the counterpart of several syntheses. real_pool has one set."
+        },
+    )
+    first_draw: int = field(
+        default=0,
+        metadata={
+            "help": "Seed of the first drawn set: with --draws 3, 3 draws sets 3-5. Adds sets to a row evaluated "
+            "earlier (draws 0-2) without repeating them; join the two results files with --merge."
         },
     )
     seeds: int = field(
@@ -119,6 +128,7 @@ class EvaluateArguments:
         for name in ("budget", "draws", "seeds", "bootstrap", "pool_size"):
             check_number(self, name, 1)
         check_number(self, "llm_length", 0, note="0 = the synthesis's length")
+        check_number(self, "first_draw", 0)
 
 
 def split_sample(dataset, n: int, seed: int) -> tuple[list[str], list[int]]:
@@ -164,15 +174,19 @@ class _TrainingSets:
     synthetic: dict[str, list[Path]]
     length: int | tuple[int, int]  # tokens per LLM-generated text (a pair: per segment)
 
-    def count(self, method: str) -> int:
-        """How many training sets the method has (0: it trains on nothing)."""
+    def keys(self, method: str) -> range:
+        """The method's training sets: a sampled method's draw seeds (from ``first_draw``), a GRADMM
+        row's synthesis indices, real_pool's one set, none for zero-shot."""
         if method == "zero_shot":
-            return 0
+            return range(0)
         if method == "real_pool":
-            return 1
-        return len(self.synthetic[method]) if method in self.synthetic else self.args.draws
+            return range(1)
+        if method in self.synthetic:
+            return range(len(self.synthetic[method]))
+        return range(self.args.first_draw, self.args.first_draw + self.args.draws)
 
     def __call__(self, method: str, k: int) -> tuple[list[str], list[int]]:
+        """Set ``k`` of the method (``k``: the draw seed of a sampled method, see :meth:`keys`)."""
         data, task, budget = self.data, self.task, self.args.budget
         model, tok = self.generator
         if method == "random" or method == "few_shot":
@@ -308,10 +322,10 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
     test = split_sample(data["test"], recipe.test_examples, seed=1)
     length = args.llm_length or _mean_length(gen_tok, task, data["train"]["text"][:500])
     training_set = _TrainingSets(data, task, args, (gen_model, gen_tok), synth_config, synthetic, length)
-    sets = {(m, k): training_set(m, k) for m in rows for k in range(training_set.count(m))}
+    sets = {(m, k): training_set(m, k) for m in rows for k in training_set.keys(m)}
     output = Path(args.output)
     files = save_training_sets(sets, output.with_name(output.stem + "_training"))
-    plan = [(m, k, s) for m in rows for k in range(training_set.count(m)) for s in range(args.seeds)]
+    plan = [(m, k, s) for m in rows for k in training_set.keys(m) for s in range(args.seeds)]
     plan += [("zero_shot", 0, 0)] * ("zero_shot" in rows)  # deterministic: once
     plan.sort(key=lambda run: rows.index(run[0]))
     runs, integrations = [], report_targets(args.report_to, ours=())
@@ -325,6 +339,8 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
             report = (integrations, str(folder) if integrations else None)
             run = _one_run(model, tok, task, method, seed, sets.get((method, k)), dev, test, recipe, report)
             run.update(set=k, training_file=files.get((method, k)), seconds=time.perf_counter() - start)
+            if method in SAMPLED_METHODS:
+                run["draw"] = k
             runs.append({"model": model_name, **run})
             bar.update(1)
     bar.close()
@@ -338,6 +354,7 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
         "judge": args.judge,
         "budget_per_class": args.budget,
         "draws": args.draws,
+        "first_draw": args.first_draw,
         "seeds": args.seeds,
         "dev_examples": len(dev[0]),
         "test_examples": len(test[0]),
@@ -407,9 +424,10 @@ def merge_results(
     ``models``: already loaded ``(model, tokenizer)`` pairs by name, as for :func:`run_evaluation`)."""
     parts = read_results(paths)
     runs = [run for part in parts for run in part["runs"]]
-    seen, sets = {}, {}
+    seen, sets, draws = {}, {}, {}
     for n, part in enumerate(parts):  # a set is its training file: sets of one method from two files get new numbers
         for run in part["runs"]:
+            _check_new_draw(run, part, paths[n], draws)
             where = run.get("training_file") or (n, run.get("set", 0))
             numbers = sets.setdefault((run["model"], run["method"]), {})
             run["set"] = numbers.setdefault(where, len(numbers))
@@ -436,6 +454,25 @@ def merge_results(
     }
     write_outputs(results, Path(args.output))
     return results
+
+
+def _check_new_draw(run: dict, part: dict, path: Path, draws: dict) -> None:
+    """Refuse a sampled method's draw that an earlier file of the merge already has: the same seeded
+    set twice would count as two sets and narrow the interval. Keeps the draw on the run (a file
+    made before ``first_draw`` numbered its sets by draw, unless it was itself a merge)."""
+    if run["method"] not in SAMPLED_METHODS:
+        return
+    draw = run.get("draw", None if part.get("merged_from") else run.get("set", 0))
+    if draw is None:
+        return
+    run["draw"] = draw
+    key = (run["model"], run["method"], part.get("generator"), part.get("budget_per_class"), draw, run["seed"])
+    if draws.setdefault(key, path) != path:
+        raise ValueError(
+            f"Draw {draw} of {run['method']!r} (seed {run['seed']}) is in {draws[key]} and in {path}: the same "
+            f"training set twice. To add sets to a row, evaluate the new ones with --first-draw (e.g. "
+            f"--first-draw 3 after --draws 3), then merge."
+        )
 
 
 def _remeasured_readability(first: dict, runs: list[dict], task: TaskSpec | None, judge: str, models: dict) -> dict:
