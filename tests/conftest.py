@@ -91,6 +91,7 @@ def small_setup(rotten_tomatoes, tmp_path):
     def make(model, tokenizer, **overrides):
         fields = dict(per_class=3, texts_per_round=3, target_examples=8, heldout_examples=2, seq_len=6)
         fields |= dict(init="lm", schedule="admm", select_margin_keep=0)  # the ADMM round unless overridden
+        fields |= dict(target_checkpoints="theta0")  # no fine-tuning first (the default's for 'select') unless asked
         config = GradMatchConfig(output_dir=str(tmp_path / "run"), **{**fields, **overrides})
         return prepare(model, tokenizer, task, config, data["train"], tmp_path / "trajectory"), config
 
