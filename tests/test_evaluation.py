@@ -273,3 +273,16 @@ def test_label_filter_keep_share_on_real_texts(smollm2, rotten_tomatoes):
     keep = label_filter_keep(model, tok, task, texts, labels)
     assert keep > 0.5  # better than chance (0.575 measured: the filter is a weak classifier)
     assert label_filter_keep(model, tok, task, texts, [1 - y for y in labels]) == pytest.approx(1 - keep)
+
+
+def test_a_merge_of_files_without_the_real_texts_nll_still_writes_its_table(rotten_tomatoes, tmp_path):
+    """A results file whose generator NLL of the real test texts is missing (edited by hand, or
+    renamed with a script) merges into a table that says so, instead of failing to format it."""
+    _, task = rotten_tomatoes
+    whole = json.loads((Path(__file__).parents[1] / "docs/results/rotten_tomatoes_herding.json").read_text())
+    whole["training_nll_under_generator"].pop("real test texts", None)
+    (tmp_path / "h.json").write_text(json.dumps(whole))
+    args = EvaluateArguments(merge=str(tmp_path / "h.json"), reference="none", output=str(tmp_path / "m.json"))
+    merged = run_evaluation(task, args, FinetuneConfig())
+    assert merged["summary"]["herding"]["smollm2-135m"]["sets"] == 3
+    assert "NLL of real test texts under the generator: not measured." in (tmp_path / "m.md").read_text()

@@ -27,11 +27,11 @@ def markdown_table(results: dict) -> str:
             + " | ".join(cells)
             + " |"
         )
-    real = results["training_nll_under_generator"].get("real test texts")
+    real = results["training_nll_under_generator"].get("real test texts")  # absent from hand-edited files
     lines += ["", f"Test accuracy on {results['test_examples']} test examples, mean ± std over training sets x "
               "fine-tuning seeds (the counts in brackets). A method with one training set (one synthesis) is a "
               f"screen: nothing in it shows how much syntheses differ. NLL of real test texts under the generator: "
-              f"{real:.2f}."]  # fmt: skip
+              f"{'not measured' if real is None else f'{real:.2f}'}."]  # fmt: skip
     for ref, per_method in results.get("paired", {}).items():
         lines += ["", f"Paired difference to `{ref}` (accuracy points; 95% bootstrap interval over training sets, "
                   "seeds and test examples):", "", "| method | " + " | ".join(models) + " |",
