@@ -32,7 +32,10 @@ OUT_OF_RANGE = {
         **dict.fromkeys(("batch", "seq_len", "repeats", "seeds"), 0),
         **{"outer_steps": -1, "inner_steps": -1, "label": -2, "seed": 2**32, "select_margin_keep": -1},
     },
-    EvaluateArguments: {**dict.fromkeys(("budget", "draws", "seeds", "bootstrap", "pool_size"), 0), "llm_length": -1},
+    EvaluateArguments: {
+        **dict.fromkeys(("budget", "draws", "seeds", "bootstrap", "pool_size"), 0),
+        **{"llm_length": -1, "first_draw": -1},
+    },
     FinetuneConfig: {
         **dict.fromkeys(("learning_rate", "lora_lr"), 0.0),
         **dict.fromkeys(("lora_r", "max_steps", "batch_size", "eval_steps", "patience"), 0),
