@@ -26,6 +26,7 @@ from typing import Literal
 from hf_gradmm.arguments import SEED_MAX, TaskArguments, check_choices, check_number, report_targets
 from hf_gradmm.targets.coverage import check_coverage
 from hf_gradmm.targets.privacy import check_config
+from hf_gradmm.targets.scorer import check_scorer
 
 # schedule -> (outer_steps, inner_steps, refine_steps, refine_gradients); seconds per round in docs/performance.md
 Schedule = Literal["none", "admm", "fast", "quick", "paper", "default"]
@@ -225,6 +226,16 @@ class GradMatchConfig(TaskArguments):
             "target that target_checkpoints 'auto' gives it: the best configuration measured on Rotten Tomatoes, "
             "hence the default (docs/results.md); rounds 35-38 s on SmolLM2 and 2 CPU cores, after a 20-step "
             "fine-tuning of 21-24 s."
+        },
+    )
+    select_scorer: str = field(
+        default="",
+        metadata={
+            "help": "init 'select' only: a second causal LM (a registered name such as gemma3-270m, a folder or a "
+            "Hub id) whose gradients choose the batch among the model's texts (targets/scorer.py): its own "
+            "targets at the same target_checkpoints (trajectory:K fine-tunes it), each text scored as it "
+            "tokenises it. For data meant to train that model. Empty (the default): the model's own gradients "
+            "choose. Needs schedule 'none' and lm_head matching; refused under DP."
         },
     )
     coverage_weight: float = field(
@@ -477,6 +488,7 @@ class GradMatchConfig(TaskArguments):
                 "(the shortlist is cut from the pool): set it in that range, or 0 for the plain selection."
             )
         check_coverage(self)
+        check_scorer(self)
         self.checkpoint_specs()  # refuses a malformed target_checkpoints / weights now, not after loading
         if self.matched_params == "peft" and self.target_checkpoints.strip() != "theta0":
             raise ValueError(
@@ -563,6 +575,7 @@ LATER_DEFAULTS = {
     "select_pool": 300,
     "select_margin_keep": 0,
     "coverage_weight": 0.0,
+    "select_scorer": "",
     "encoding": None,
     "second_seq_len": 0,
     "refine_gradients": "exact",

@@ -56,11 +56,13 @@ def run_metrics(prepared: Prepared, rounds: list[RoundRecord], args, processes: 
 def class_figures(prepared: Prepared, mine: list[RoundRecord], seed: int) -> dict:
     """Means over one class's rounds and texts."""
     count = sum(len(r.texts) for r in mine)
+    scored = [r.scorer_distance for r in mine if r.scorer_distance is not None]
     return {
         "texts": count,
         "initial_distance": sum(r.initial_distance for r in mine) / len(mine),
         "admm_distance": sum(r.admm_distance for r in mine) / len(mine),
         "final_distance": sum(r.final_distance for r in mine) / len(mine),
+        "scorer_distance": sum(scored) / len(scored) if scored else None,  # select_scorer only
         "mean_text_distance": sum(d for r in mine for d in r.per_text_distance) / count,
         "mean_nll": sum(n for r in mine for n in r.nll) / count,
         "mean_nll_words_shuffled": shuffled_nll(prepared, [t for r in mine for t in r.texts], seed),

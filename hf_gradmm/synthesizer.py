@@ -34,7 +34,9 @@ from hf_gradmm.distributed import barrier, device, gather, world
 from hf_gradmm.engine.gradients import model_state_kept
 from hf_gradmm.engine.round import RoundRecord, run_round
 from hf_gradmm.engine.stages import stage
+from hf_gradmm.models import check_model_name, load_model_and_tokenizer
 from hf_gradmm.rundir import SynthesisError
+from hf_gradmm.targets.scorer import Scorer, text_scorer
 from hf_gradmm.targets.setup import Prepared, prepare
 from hf_gradmm.tasks import TaskSpec, load_task
 
@@ -114,6 +116,8 @@ class GradMatchSynthesizer:
         if processing_class is None:
             raise ValueError("GradMatchSynthesizer needs processing_class=<the model's tokenizer>.")
         self.args = args or GradMatchConfig()
+        if self.args.select_scorer:  # a scorer name that does not load: refused before any work
+            check_model_name(self.args.select_scorer)
         self.model = model
         self.tokenizer = processing_class
         self.task = task or self.args.to_task()
@@ -200,6 +204,19 @@ class GradMatchSynthesizer:
         seed = gather(seed)[0] if self.world > 1 else seed
         return torch.Generator().manual_seed(seed)
 
+    def _scorer(self) -> tuple[Scorer, dict]:
+        """``select_scorer``: the second model, loaded and placed as the model is, its choice of texts
+        (targets/scorer.py) and a report of its targets (its checkpoints, class-target cosine, seconds)."""
+        dtype = torch.bfloat16 if self.args.dtype == "bfloat16" else torch.float32
+        model, tokenizer = load_model_and_tokenizer(self.args.select_scorer, dtype=dtype)
+        model.to(device(self.args.use_cpu)).eval().requires_grad_(False)
+        trajectory = self.output_dir / rundir.TRAJECTORY_DIR / "scorer"
+        score, prepared = text_scorer(
+            model, tokenizer, self.task, self.args, self._source(), trajectory, shard=(self.rank, self.world)
+        )
+        report = {"model": self.args.select_scorer, **prepared.checkpoint_report}
+        return score, report | {"target_seconds": prepared.target_seconds}
+
     def _schedule(self) -> list[tuple[int, int, int]]:
         """(round index, label, texts in the round) for every round of the run."""
         plan, idx = [], 0
@@ -239,6 +256,7 @@ class GradMatchSynthesizer:
         self._place_model()
         with model_state_kept(self.model):  # the model goes back to the caller as it came
             with stage("targets"):
+                scorer, scorer_report = self._scorer() if args.select_scorer else (None, None)
                 self.prepared = prepare(
                     self.model,
                     self.tokenizer,
@@ -248,7 +266,10 @@ class GradMatchSynthesizer:
                     self.output_dir / rundir.TRAJECTORY_DIR,
                     self._noise(),
                     shard=(self.rank, self.world),
+                    scorer=scorer,
                 )
+                if scorer_report is not None:
+                    self.prepared.checkpoint_report["scorer"] = scorer_report
             done = self._finished_rounds(expected)
             if self.rank == 0:
                 for problem in rundir.unreadable_rounds(self.output_dir):

@@ -150,3 +150,10 @@ def test_the_card_says_how_the_texts_were_made(crafted_synthesis, tiny_llama, sm
     # No steps: the chosen batch is the first and the last, so its calibration has one GRADMM column.
     assert "| model's own samples | GRADMM chosen |" in text and "| 0.0800 | 0.0200 |" in text
     assert "GRADMM first" not in text
+    scored = tmp_path / "scored"  # chosen by another model's gradients: the card names that model
+    shutil.copytree(path, scored)
+    config = GradMatchConfig(output_dir=str(scored), select_scorer="gemma3-270m")
+    (scored / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    SyntheticDatasetBuilder(scored, BuilderConfig(label_filter="off"), **model).save(tmp_path / "built_scored")
+    text = DatasetCard.load(tmp_path / "built_scored" / "README.md").text
+    assert "`tiny` wrote itself" in text and "the 10 were kept for which fine-tuning `gemma3-270m` on them" in text

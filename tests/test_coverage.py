@@ -66,8 +66,9 @@ def test_covering_selection_is_a_local_optimum_of_the_weighted_objective(tiny_ll
     def total(chosen: torch.Tensor) -> float:
         return objective.rows_value(objective.rows(pool[chosen])) + weight * float(costs[chosen, torch.arange(3)].sum())
 
-    chosen = select_batch(objective, pool, 3, coverage=groups, weight=weight)
-    plain = select_batch(objective, pool, 3)
+    rows = objective.rows(pool, cache=False)
+    chosen = select_batch(objective, rows, 3, coverage=groups, weight=weight)
+    plain = select_batch(objective, rows, 3)
     assert len(set(chosen.tolist())) == 3
     for slot in range(3):
         for other in set(range(14)) - set(chosen.tolist()):
@@ -76,7 +77,7 @@ def test_covering_selection_is_a_local_optimum_of_the_weighted_objective(tiny_ll
             assert total(trial) >= total(chosen) - 1e-5
     assert costs[chosen, torch.arange(3)].sum() <= costs[plain, torch.arange(3)].sum() + 1e-6
     with pytest.raises(ValueError, match="3 coverage groups for a batch of 2"):
-        select_batch(objective, pool, 2, coverage=groups, weight=weight)
+        select_batch(objective, rows, 2, coverage=groups, weight=weight)
 
 
 @pytest.mark.parametrize(
@@ -109,6 +110,6 @@ def test_real_model_covering_selection_brings_each_text_to_its_group(smollm2, sm
     assert sorted(torch.bincount(groups.group).tolist(), reverse=True) == torch.bincount(groups.group).tolist()
     costs = groups.distances(*objective.rows(drawn, cache=False).factors)
     chosen = torch.tensor([drawn.tolist().index(row) for row in record.token_ids])
-    plain = select_batch(objective, drawn, 4)
+    plain = select_batch(objective, objective.rows(drawn, cache=False), 4)
     assert costs[chosen, torch.arange(4)].mean() < costs[plain, torch.arange(4)].mean()
     assert record.final_distance >= objective.rows_value(objective.rows(drawn[plain])) - 1e-6

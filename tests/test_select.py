@@ -25,7 +25,7 @@ def test_selection_is_a_local_optimum_of_the_exact_distance(tiny_llama, smollm2_
     prepared, _ = small_setup(tiny_llama, smollm2_tokenizer, target_checkpoints=checkpoints, trajectory_steps=4)
     objective = prepared.objectives[0]
     pool = torch.randint(100, 5000, (12, 6), generator=torch.Generator().manual_seed(1))
-    chosen = select_batch(objective, pool, 3)
+    chosen = select_batch(objective, objective.rows(pool, cache=False), 3)
     assert len(set(chosen.tolist())) == 3
     value = _batch_value(objective, pool[chosen])
     assert value <= _batch_value(objective, pool[:3]) + 1e-6
@@ -39,7 +39,8 @@ def test_selection_is_a_local_optimum_of_the_exact_distance(tiny_llama, smollm2_
 def test_selection_refuses_a_pool_smaller_than_the_batch(tiny_llama, smollm2_tokenizer, small_setup):
     prepared, _ = small_setup(tiny_llama, smollm2_tokenizer)
     with pytest.raises(ValueError, match="select_pool"):
-        select_batch(prepared.objectives[0], torch.randint(100, 5000, (2, 6)), 3)
+        objective = prepared.objectives[0]
+        select_batch(objective, objective.rows(torch.randint(100, 5000, (2, 6)), cache=False), 3)
 
 
 def test_select_round_keeps_the_lm_texts_it_chose(tiny_llama, smollm2_tokenizer, small_setup):
@@ -50,7 +51,7 @@ def test_select_round_keeps_the_lm_texts_it_chose(tiny_llama, smollm2_tokenizer,
     drawn = round_draws(prepared, config, 1, 8)
     assert all(row in drawn.tolist() for row in record.token_ids)
     assert record.initial_distance == record.final_distance == record.admm_distance
-    chosen = select_batch(prepared.objectives[1], drawn, 3)
+    chosen = select_batch(prepared.objectives[1], prepared.objectives[1].rows(drawn, cache=False), 3)
     assert record.token_ids == drawn[chosen].tolist()
     assert record.final_distance == pytest.approx(_batch_value(prepared.objectives[1], drawn[chosen]), rel=1e-5)
 

@@ -41,6 +41,8 @@ def synthesize(config, model_args) -> None:
     if main:
         rundir.check_output_dir(config.output_dir)
     check_model_name(model_args.model)
+    if config.select_scorer:
+        check_model_name(config.select_scorer)
     try:
         with rundir.folder_lock(config.output_dir, rundir.command_line()) if main else nullcontext():
             if main:

@@ -48,9 +48,9 @@ def _what_it_is(synth: dict, generator: str, template: str, source: str) -> str:
     checkpoints = synth.get("target_checkpoints") or "theta0"
     at = "" if checkpoints == "theta0" else f", both gradients taken at `{checkpoints}` (see the note below)"
 
-    def gradient(how: str) -> str:
+    def gradient(how: str, model: str = generator) -> str:
         return (
-            f"fine-tuning `{generator}` on them (loss: the label word after the template `{template}`) gives a "
+            f"fine-tuning `{model}` on them (loss: the label word after the template `{template}`) gives a "
             f"gradient {how} the mean gradient of {synth['target_examples']} real `{synth['real_split']}` examples "
             f"per class of {source}{at}"
         )
@@ -66,7 +66,8 @@ def _what_it_is(synth: dict, generator: str, template: str, source: str) -> str:
         return (
             f"texts `{generator}` wrote itself from a class-naming prefix, not edited afterwards: of "
             f"{synth.get('select_pool')} written per round and class, {shortlist}the {synth.get('texts_per_round')} "
-            f"were kept for which {gradient('closest to')}. Then filtered (below)."
+            f"were kept for which {gradient('closest to', synth.get('select_scorer') or generator)}. Then filtered "
+            "(below)."
         )
     return (
         f"texts made of real tokens, optimised so that {gradient('close to')}; then projected onto text the same "

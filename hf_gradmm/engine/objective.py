@@ -224,17 +224,27 @@ class MatchingObjective:
     def prompts_value(self, batch: dict[str, Tensor]) -> float:
         """Distance of a batch of tokenised prompts of any lengths (left-padded ``input_ids`` and
         ``attention_mask``, :func:`hf_gradmm.lm.encode_prompts`): real texts, held-out or chosen."""
+        if self.matched.is_lm_head:
+            return self.rows_value(self.prompt_rows(batch))
         batch = {k: v.to(self.device) for k, v in batch.items()}
         labels = self._labels(len(batch["input_ids"]))
-        if self.matched.is_lm_head:
-            a, h = lm_head_example_factors(self.model, batch, labels)
-            return float(self.distance_from_factors(a.detach(), h.detach()))
         with torch.enable_grad():  # the mean gradient of the batch, as the class target is a mean
             logits = self.model(**batch, logits_to_keep=1, use_cache=False).logits[:, -1, :].float()
             grads = torch.autograd.grad(F.cross_entropy(logits, labels), self.matched.parameters())
         if self.offsets:
             grads = [g - o for g, o in zip(grads, self.offsets)]
         return float(flat_distance(grads, self.targets, self.kind))
+
+    def prompt_rows(self, batch: dict[str, Tensor]) -> Rows:
+        """:class:`Rows` of tokenised prompts of any lengths (left-padded, as for :meth:`prompts_value`):
+        each text's lm_head factors, so that any batch of them is scored in closed form. What lets
+        texts another model wrote be chosen by this model's gradients (targets/scorer.py); ``ids``
+        holds their padded input ids."""
+        if not self.matched.is_lm_head:
+            raise ValueError("Scoring tokenised prompts by rows needs matched_params='lm_head' (the closed form).")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        a, h = lm_head_example_factors(self.model, batch, self._labels(len(batch["input_ids"])))
+        return Rows(batch["input_ids"], (a.detach(), h.detach()))
 
     def per_text(self, ids: Tensor) -> list[float]:
         """Each text's own distance to the target (a batch of one)."""
@@ -423,6 +433,9 @@ class TrajectoryObjective:
 
     def rows_from(self, base: Rows, at: Tensor, ids: Tensor) -> Rows:
         return Rows(ids, parts=tuple(self._each(lambda o, b: o.rows_from(b, at, ids), base.parts)))
+
+    def prompt_rows(self, batch: dict[str, Tensor]) -> Rows:
+        return Rows(batch["input_ids"], parts=tuple(self._each(lambda o: o.prompt_rows(batch))))
 
     def rows_value(self, rows: Rows) -> float:
         return float(self._sum(lambda o, r: o.rows_value(r), rows.parts))

@@ -56,6 +56,7 @@ class RoundRecord:
     seconds: float
     stopped_early: str | None = None
     x_step_seconds: float = 0.0  # mean wall time of one inner x-step
+    scorer_distance: float | None = None  # select_scorer: the chosen batch's distance under the scorer
 
 
 class RoundArgs(Protocol):
@@ -103,6 +104,9 @@ class RoundSetup:
     coverage: dict[int, CoverageGroups]  # per class, the real examples' gradient groups; {}: coverage off
     # (texts, their class) -> each text's label margin under the run's few-shot classifier; None: not asked
     label_margins: Callable[[list[str], int], Tensor] | None
+    # (texts, their class) -> another model's objective for the class and the texts' Rows under it, which
+    # then choose the selection's batch (select_scorer, targets/scorer.py); None: the model's own objective
+    scorer: Callable[[list[str], int], tuple[Objective, Rows]] | None
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,9 @@ def round_generator(seed: int, round_idx: int) -> torch.Generator:
 
 def initial_point(
     setup: RoundSetup, args: RoundArgs, label: int, batch: int, gen: torch.Generator
-) -> tuple[Tensor, Tensor | None]:
-    """Initial X and, for the 'lm' and 'select' inits that start from tokens, those tokens (the first Z)."""
+) -> tuple[Tensor, Tensor | None, float | None]:
+    """Initial X and, for the 'lm' and 'select' inits that start from tokens, those tokens (the first Z);
+    with a scorer (select_scorer), the chosen batch's distance under it."""
     objective, model = setup.objectives[label], setup.model
     length = setup.seq_lens[label]
     emb = model.get_input_embeddings().weight.detach()
@@ -130,13 +135,18 @@ def initial_point(
         drawn = batch if args.init == "lm" else args.select_pool
         prefix = setup.prefix_ids[label]
         ids = sample_texts(model, prefix, setup.allowed, drawn, length, gen, args.init_temperature, pinned)
-        if args.init == "select":
-            if args.select_margin_keep:  # the plainest texts of the class first, then the match among them
-                margins = setup.label_margins(_texts(setup, args, label, ids), label)
-                ids = ids[margin_shortlist(margins, args.select_margin_keep)]
-            coverage = setup.coverage.get(label)
-            ids = ids[select_batch(objective, ids, batch, coverage=coverage, weight=args.coverage_weight)]
-        return objective.embed(ids).clone(), ids
+        if args.init != "select":
+            return objective.embed(ids).clone(), ids, None
+        if args.select_margin_keep:  # the plainest texts of the class first, then the match among them
+            margins = setup.label_margins(_texts(setup, args, label, ids), label)
+            ids = ids[margin_shortlist(margins, args.select_margin_keep)]
+        if setup.scorer is not None:  # another model's gradients choose among the texts
+            chooser, pool = setup.scorer(_texts(setup, args, label, ids), label)
+        else:
+            chooser, pool = objective, objective.rows(ids, cache=False)
+        chosen = select_batch(chooser, pool, batch, coverage=setup.coverage.get(label), weight=args.coverage_weight)
+        scored = chooser.rows_value(pool.take(chosen)) if setup.scorer is not None else None
+        return objective.embed(ids[chosen]).clone(), ids[chosen], scored
     if args.init == "real":
         ids_list = [real_ids(setup.tokenizer, t, length, pinned) for t in setup.pool[label]["target"]]
         ids = torch.tensor(ids_list, dtype=torch.long, device=emb.device)
@@ -145,7 +155,7 @@ def initial_point(
         chosen = ids[order]
         if len(order) < batch:  # fewer real targets than B: repeat the closest ones
             chosen = chosen.repeat(math.ceil(batch / len(order)), 1)[:batch]
-        return objective.embed(chosen).clone(), None  # projected, so real texts are not copied verbatim
+        return objective.embed(chosen).clone(), None, None  # projected, so real texts are not copied verbatim
     best, best_x = float("inf"), None
     for _ in range(args.init_candidates):
         x = torch.randn(batch, length, emb.shape[1], generator=gen).to(emb.device)  # same draw on any device
@@ -155,7 +165,7 @@ def initial_point(
         value = objective.value_embeds(x)
         if value < best:
             best, best_x = value, x
-    return best_x, None
+    return best_x, None, None
 
 
 def real_ids(tokenizer, text: str, length: int, pinned: Tensor | None = None) -> list[int]:
@@ -269,7 +279,7 @@ def run_round(
     objective, start = setup.objectives[label], time.perf_counter()
     gen = round_generator(args.seed, round_idx)
     with stage("init"):
-        x, z_ids = initial_point(setup, args, label, batch, gen)
+        x, z_ids, scorer_distance = initial_point(setup, args, label, batch, gen)
     x = x.detach().requires_grad_(True)
     dual, optimizer, frozen = torch.zeros_like(x), torch.optim.Adam([x], lr=args.lr), _frozen(setup, label)
     if z_ids is None:  # a continuous init is projected; token inits are their own first Z
@@ -329,6 +339,7 @@ def run_round(
             seconds=time.perf_counter() - start,
             stopped_early=stopped,
             x_step_seconds=x_seconds / max(x_steps, 1),
+            scorer_distance=scorer_distance,
         )
 
 

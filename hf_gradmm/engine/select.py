@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hf_gradmm.engine.rows import Rows
+
 
 @dataclass(frozen=True)
 class CoverageGroups:
@@ -65,33 +67,34 @@ def margin_shortlist(margins: Tensor, keep: int) -> Tensor:
 
 def select_batch(
     objective,
-    candidates: Tensor,
+    pool: Rows,
     batch: int,
     passes: int = 4,
     coverage: CoverageGroups | None = None,
     weight: float = 0.0,
 ) -> Tensor:
-    """Indices into ``candidates`` (M, T) of the ``batch`` texts chosen.
+    """Indices into ``pool`` (the M candidates' :class:`Rows` under ``objective``: ``objective.rows(ids,
+    cache=False)`` for the model's own draws, ``objective.prompt_rows(...)`` for texts scored by
+    another model) of the ``batch`` texts chosen.
 
     Starts from the first ``batch`` candidates (the sampler's draws are exchangeable), then
     at most ``passes`` sweeps over the slots; a sweep without a change ends it early. With
     ``coverage`` (B groups), slot j's choice minimises the batch distance plus ``weight`` times the
     text's distance to group j (:meth:`CoverageGroups.distances`).
     """
-    if len(candidates) < batch:
+    if len(pool) < batch:
         raise ValueError(
-            f"select_pool ({len(candidates)}) must be at least texts_per_round ({batch}): a batch is chosen from it."
+            f"select_pool ({len(pool)}) must be at least texts_per_round ({batch}): a batch is chosen from it."
         )
     if coverage is not None and coverage.count != batch:
         raise ValueError(f"{coverage.count} coverage groups for a batch of {batch}: a slot stands for one group.")
-    pool = objective.rows(candidates, cache=False)
     costs = weight * coverage.distances(*pool.factors).cpu() if coverage is not None else None
     chosen = torch.arange(batch)
     rows = pool.take(chosen)
     for _ in range(passes):
         changed = False
         for slot in range(batch):
-            values = objective.swap_values(rows, torch.full((len(candidates),), slot), pool)  # a new tensor
+            values = objective.swap_values(rows, torch.full((len(pool),), slot), pool)  # a new tensor
             if costs is not None:
                 values = values + costs[:, slot]
             taken = chosen[torch.arange(batch) != slot]

@@ -70,6 +70,11 @@ def leaking_options(args) -> list[str]:
             "coverage_weight > 0 groups the real examples by their own gradients, outside the DP noise: set "
             "--coverage-weight 0"
         )
+    if args.select_scorer:
+        leaks.append(
+            "select_scorer reads the real examples a second time, through another model's targets, and this "
+            "run's noise covers one set of targets: leave --select-scorer empty"
+        )
     if args.calibrate and args.heldout_examples > 0:
         leaks.append(
             "heldout_examples > 0 puts distances of real held-out texts in metrics.json and the dataset card: "

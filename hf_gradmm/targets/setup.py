@@ -59,11 +59,13 @@ def prepare(
     trajectory_dir: Path,
     noise: torch.Generator | None = None,
     shard: tuple[int, int] = (0, 1),
+    scorer=None,
 ) -> Prepared:
     """Set up a run of ``args`` (a :class:`~hf_gradmm.GradMatchConfig`) on ``model``, which must be
     on its device and frozen for matching here (the caller restores it). ``source``: the real split
     the pool is drawn from; ``trajectory_dir``: where trajectory:K checkpoints are saved (and reused);
-    ``noise``: the DP noise generator; ``shard``: (rank, processes)."""
+    ``noise``: the DP noise generator; ``shard``: (rank, processes); ``scorer``: another model's
+    choice of the selection's batch (targets/scorer.py), None for the model's own."""
     label_tokens = label_token_ids(task, tokenizer)
     matched = prepare_matched(model, args.matched_params)
     pool = real_pool(source, task, args.target_examples, args.heldout_examples, args.seed, args.real_split)
@@ -101,6 +103,7 @@ def prepare(
         pinned=pinned,
         coverage=coverage,
         label_margins=margin_scorer(model, tokenizer, task) if args.select_margin_keep else None,
+        scorer=scorer,
         objectives=objectives,
         label_names=list(task.label_names),
         pool=pool,
