@@ -16,7 +16,7 @@ import torch
 from hf_gradmm.engine.objective import MatchingObjective
 from hf_gradmm.engine.projection import allowed_vocabulary
 from hf_gradmm.engine.round import RoundRecord
-from hf_gradmm.lm import decode_texts, encode_prompts, mean_text_nll, sample_texts, token_logprobs
+from hf_gradmm.lm import decode_texts, encode_texts, mean_text_nll, sample_texts, token_logprobs
 from hf_gradmm.targets.setup import Prepared
 
 
@@ -85,7 +85,7 @@ def shuffled_nll(prepared: Prepared, texts: list[str], seed: int) -> float:
 def texts_distance(prepared: Prepared, objective: MatchingObjective, texts: list[str]) -> float:
     """Batch distance of real texts (each with ``objective``'s label word) to ``objective``'s target,
     under ``objective``'s model (its checkpoint must be active)."""
-    batch = encode_prompts(prepared.tokenizer, [prepared.task.format_prompt(t) for t in texts])
+    batch = encode_texts(prepared.tokenizer, prepared.task, texts)
     return objective.prompts_value(batch)
 
 

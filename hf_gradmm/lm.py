@@ -72,6 +72,12 @@ def encode_prompts(tokenizer, prompts: list[str]) -> dict[str, Tensor]:
         tokenizer.padding_side = side
 
 
+def encode_texts(tokenizer, task: TaskSpec, texts: list[str]) -> dict[str, Tensor]:
+    """``texts`` each in ``task``'s prompt, left-padded as :func:`encode_prompts` does: the rows whose
+    last position predicts the label word (how the scorer, the calibration and herding read texts)."""
+    return encode_prompts(tokenizer, [task.format_prompt(t) for t in texts])
+
+
 # ---------------------------------------------------------------------------------------------
 # Log-probabilities and NLLs
 # ---------------------------------------------------------------------------------------------

@@ -205,12 +205,16 @@ def _in_hub_cache(repo_id: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
+_FOUND_ON_HUB: set[tuple[str, str]] = set()  # (endpoint, model id) the Hub confirmed: asked once per process
+
+
 def check_model_name(name: str) -> bool:
     """Refuse a model name that is neither registered, nor an existing folder, nor an available Hub
     model, before anything loads; one Hub request (10 s timeout) decides, instead of the five
-    retries transformers makes. Raises ``OSError`` (``ConnectionError`` when the Hub is unreachable),
-    the type transformers raises for a model it cannot find. Returns True when a Hub model must be
-    read from the local HF cache only (offline mode, or the Hub unreachable but the model cached)."""
+    retries transformers makes, and none for a model the Hub confirmed earlier in the process.
+    Raises ``OSError`` (``ConnectionError`` when the Hub is unreachable), the type transformers
+    raises for a model it cannot find. Returns True when a Hub model must be read from the local HF
+    cache only (offline mode, or the Hub unreachable but the model cached)."""
     if is_registered(name):
         check_available(name)
         return False
@@ -239,9 +243,12 @@ def check_model_name(name: str) -> bool:
             f"is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}). Check the name, or download it "
             "once with network access (HF_HUB_OFFLINE unset)."
         )
+    if (constants.ENDPOINT, name) in _FOUND_ON_HUB:
+        return False  # the Hub answered for it earlier in this process (the CLI, the synthesizer, the loader)
     try:
         HfApi().model_info(name, timeout=10)
     except GatedRepoError:
+        _FOUND_ON_HUB.add((constants.ENDPOINT, name))
         return False  # it exists; transformers says how to ask for access
     except RepositoryNotFoundError:
         if cached:
@@ -261,6 +268,7 @@ def check_model_name(name: str) -> bool:
             "connect to the network or set HF_ENDPOINT to a reachable mirror; or pass a folder saved with "
             "save_pretrained."
         ) from None
+    _FOUND_ON_HUB.add((constants.ENDPOINT, name))
     return False
 
 

@@ -13,7 +13,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 
 from hf_gradmm.arguments import TaskArguments
 from hf_gradmm.cli.main import main
-from hf_gradmm.models import load_model_and_tokenizer
+from hf_gradmm.models import check_model_name, load_model_and_tokenizer
 from hf_gradmm.targets.pool import AUTO_SEQ_LEN_CAP, check_pool, context_length, fit_context, text_lengths
 from hf_gradmm.tasks import get_task, label_token_ids, load_task, resolve_task
 
@@ -151,6 +151,10 @@ def test_hub_models_still_load_online_and_from_the_cache_offline(hub, tiny_model
     api.upload_folder(folder_path=str(tiny_model_dir), repo_id="someone/tiny-lm")
     model, tokenizer = load_model_and_tokenizer("someone/tiny-lm")
     assert model.config.hidden_size == 32 and tokenizer.pad_token is not None
+    asked = [r for r in hub.requests if r[1].startswith("/api/models/someone/tiny-lm")]
+    assert asked  # the loader asked the Hub once
+    assert check_model_name("someone/tiny-lm") is False  # the CLI, the synthesizer and the loader all check it
+    assert [r for r in hub.requests if r[1].startswith("/api/models/someone/tiny-lm")] == asked  # asked once
     with pytest.raises(OSError, match=r"neither a registered model .* Nor is it a model on the Hub at .*not found"):
         load_model_and_tokenizer("someone/nothing-here")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # now offline: the cached copy loads, without a request

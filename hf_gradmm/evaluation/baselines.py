@@ -30,7 +30,7 @@ from datasets import Dataset, load_from_disk
 from hf_gradmm.engine.gradients import last_hidden
 from hf_gradmm.engine.objective import pair_pinned
 from hf_gradmm.engine.projection import allowed_vocabulary
-from hf_gradmm.lm import decode_texts, encode_prompts, sample_texts
+from hf_gradmm.lm import decode_texts, encode_texts, sample_texts
 from hf_gradmm.tasks import TaskSpec
 
 TRAINING_METHODS = ("random", "herding", "kcenter", "llm", "real_pool")
@@ -57,7 +57,7 @@ def embed(model, tokenizer, task: TaskSpec, texts: list[str], batch_size: int = 
     """The last hidden state at each prompt's final position (N, d)."""
     out = []
     for start in range(0, len(texts), batch_size):
-        batch = encode_prompts(tokenizer, [task.format_prompt(t) for t in texts[start : start + batch_size]])
+        batch = encode_texts(tokenizer, task, texts[start : start + batch_size])
         batch = batch.to(model.device)
         out.append(last_hidden(model, batch["input_ids"], attention_mask=batch["attention_mask"]).float().cpu())
     return torch.cat(out)

@@ -21,7 +21,7 @@ from datasets import Dataset
 
 from hf_gradmm.engine.objective import Objective
 from hf_gradmm.engine.rows import Rows
-from hf_gradmm.lm import encode_prompts
+from hf_gradmm.lm import encode_texts
 from hf_gradmm.targets.setup import Prepared, prepare
 from hf_gradmm.tasks import TaskSpec
 
@@ -79,6 +79,6 @@ def text_scorer(
 
     def score(texts: list[str], label: int) -> tuple[Objective, Rows]:
         objective = prepared.objectives[label]
-        return objective, objective.prompt_rows(encode_prompts(tokenizer, [task.format_prompt(t) for t in texts]))
+        return objective, objective.prompt_rows(encode_texts(tokenizer, task, texts))
 
     return score, prepared
