@@ -238,6 +238,16 @@ class GradMatchConfig(TaskArguments):
             "choose. Needs schedule 'none' and lm_head matching; refused under DP."
         },
     )
+    select_scorer_share: float = field(
+        default=1.0,
+        metadata={
+            "help": "With select_scorer only: the scorer's share of the choice, in (0, 1]. 1 (the default): the "
+            "scorer alone chooses. Below 1: the batch minimises (1 - share) x the model's own distance + share x "
+            "the scorer's, each divided by its value at the choice's start (the first texts_per_round "
+            "candidates), so that neither model's scale decides (engine/select.py): one set chosen for both "
+            "models. 0.5 weighs them equally."
+        },
+    )
     coverage_weight: float = field(
         default=0.0,
         metadata={
@@ -458,6 +468,7 @@ class GradMatchConfig(TaskArguments):
         check_number(self, "projection_guidance", 0, 1)
         check_number(self, "coverage_weight", 0)
         check_number(self, "select_margin_keep", 0, note="0 = off")
+        check_number(self, "select_scorer_share", 0, 1, low_open=True, note="1 = the scorer alone chooses")
         check_number(self, "dp_delta", 0, 1, low_open=True, high_open=True)
         outer, inner, refine, gradients = SCHEDULES[self.schedule]
         self.refine_gradients = gradients if self.refine_gradients == "auto" else self.refine_gradients
@@ -576,6 +587,7 @@ LATER_DEFAULTS = {
     "select_margin_keep": 0,
     "coverage_weight": 0.0,
     "select_scorer": "",
+    "select_scorer_share": 1.0,
     "encoding": None,
     "second_seq_len": 0,
     "refine_gradients": "exact",

@@ -27,6 +27,7 @@ OUT_OF_RANGE = {
         **dict.fromkeys(("grad_clip", "lm_coeff", "max_nll_increase", "trajectory_lr", "dp_epsilon"), -0.5),
         "coverage_weight": -0.5,
         "select_margin_keep": -1,
+        "select_scorer_share": 0.0,
     },
     BenchArguments: {
         **dict.fromkeys(("batch", "seq_len", "repeats", "seeds"), 0),

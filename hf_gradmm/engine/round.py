@@ -29,7 +29,7 @@ from hf_gradmm.engine.objective import Objective
 from hf_gradmm.engine.projection import project
 from hf_gradmm.engine.refine import swap_refine
 from hf_gradmm.engine.rows import Rows, concat_rows
-from hf_gradmm.engine.select import CoverageGroups, margin_shortlist, select_batch
+from hf_gradmm.engine.select import CoverageGroups, JointChooser, margin_shortlist, select_batch
 from hf_gradmm.engine.stages import stage
 from hf_gradmm.lm import decode_texts, pinned_span, sample_texts, text_ids, token_logprobs
 from hf_gradmm.tasks.registry import split_pair
@@ -81,6 +81,7 @@ class RoundArgs(Protocol):
     init_candidates: int
     select_pool: int
     select_margin_keep: int
+    select_scorer_share: float
     coverage_weight: float
     keep_prefix: bool
 
@@ -140,12 +141,16 @@ def initial_point(
         if args.select_margin_keep:  # the plainest texts of the class first, then the match among them
             margins = setup.label_margins(_texts(setup, args, label, ids), label)
             ids = ids[margin_shortlist(margins, args.select_margin_keep)]
-        if setup.scorer is not None:  # another model's gradients choose among the texts
-            chooser, pool = setup.scorer(_texts(setup, args, label, ids), label)
-        else:
+        if setup.scorer is None:
             chooser, pool = objective, objective.rows(ids, cache=False)
+        else:  # another model's gradients choose among the texts
+            scorer, scored_rows = setup.scorer(_texts(setup, args, label, ids), label)
+            chooser, pool = scorer, scored_rows
+            if args.select_scorer_share < 1:  # the model's own distance shares the choice
+                own = objective.rows(ids, cache=False)
+                chooser, pool = JointChooser.balanced(objective, own, scorer, pool, args.select_scorer_share, batch)
         chosen = select_batch(chooser, pool, batch, coverage=setup.coverage.get(label), weight=args.coverage_weight)
-        scored = chooser.rows_value(pool.take(chosen)) if setup.scorer is not None else None
+        scored = scorer.rows_value(scored_rows.take(chosen)) if setup.scorer is not None else None
         return objective.embed(ids[chosen]).clone(), ids[chosen], scored
     if args.init == "real":
         ids_list = [real_ids(setup.tokenizer, t, length, pinned) for t in setup.pool[label]["target"]]

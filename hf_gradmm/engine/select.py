@@ -14,6 +14,10 @@ generator, as a few-shot classifier, reads most plainly as their own class stay 
 label margins, :func:`hf_gradmm.lm.label_margins`); the batch is then chosen among them by the
 objective. Kept at B it is the control: the B plainest texts, no matching at all.
 
+Two models choosing together (``select_scorer_share`` below 1, :class:`JointChooser`): the batch
+minimises a weighted sum of the generator's own distance and another model's (targets/scorer.py),
+each divided by its value at the choice's start, so that one set is chosen for both models.
+
 Coverage (``coverage_weight > 0``): the class's real examples are cut into B groups of similar
 gradients (targets/coverage.py), slot j of the batch is scored by the batch distance plus the
 weight times its text's distance to group j's mean gradient, so the batch matches the class
@@ -55,6 +59,33 @@ class CoverageGroups:
         group_sq = (onehot * (gram @ onehot)).sum(0) / sizes**2  # ||G_j||^2
         norms = a.float().norm(dim=1) * h.float().norm(dim=1)
         return 1 - dots / (norms[:, None] * group_sq.sqrt()[None]).clamp_min(1e-30)
+
+
+@dataclass(frozen=True)
+class JointChooser:
+    """Two objectives choosing one batch: ``w0 * d0 + w1 * d1`` over the same candidates, each as its
+    own model reads them. Its :class:`Rows` hold one part per objective (``Rows.take``/``put`` carry
+    both), so :func:`select_batch` uses it as it uses one objective."""
+
+    objectives: tuple  # (Objective, Objective)
+    weights: tuple[float, float]
+
+    @classmethod
+    def balanced(cls, first, first_rows: Rows, second, second_rows: Rows, share: float, batch: int):
+        """``(chooser, rows)`` for ``(1 - share) * d0 / d0(start) + share * d1 / d1(start)``, where the start
+        is the choice's first batch (the first ``batch`` candidates): each model's distance in units of
+        where the choice begins, so neither model's scale decides."""
+        start = slice(0, batch)
+        scales = (first.rows_value(first_rows.take(start)), second.rows_value(second_rows.take(start)))
+        weights = ((1 - share) / max(scales[0], 1e-12), share / max(scales[1], 1e-12))
+        return cls((first, second), weights), Rows(first_rows.ids, parts=(first_rows, second_rows))
+
+    def rows_value(self, rows: Rows) -> float:
+        return sum(w * o.rows_value(r) for o, w, r in zip(self.objectives, self.weights, rows.parts))
+
+    def swap_values(self, rows: Rows, at: Tensor, new: Rows) -> Tensor:
+        parts = zip(self.objectives, self.weights, rows.parts, new.parts)
+        return sum(w * o.swap_values(r, at, n).double().cpu() for o, w, r, n in parts)
 
 
 def margin_shortlist(margins: Tensor, keep: int) -> Tensor:

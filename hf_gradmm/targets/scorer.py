@@ -9,6 +9,8 @@ for: its own real-pool targets (the same checkpoints, ``trajectory:4/4`` fine-tu
 model), and each candidate text scored as that model reads it, retokenised in the task's
 prompt (:meth:`~hf_gradmm.engine.objective.MatchingObjective.prompt_rows`, the lm_head closed
 form). The generator still writes every text and its margin shortlist; nothing is edited.
+With ``select_scorer_share`` below 1 the two models choose together (engine/select.py's
+:class:`~hf_gradmm.engine.select.JointChooser`): one set meant for both.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def check_scorer(args) -> None:
     """Refuse a ``select_scorer`` the run cannot use, naming the fix (from the config's checks,
     before any model loads; under DP it is one of targets/privacy.py's leaking options)."""
     if not args.select_scorer:
+        if args.select_scorer_share < 1:
+            raise ValueError(
+                f"--select-scorer-share {args.select_scorer_share} shares the choice with a scorer, and there is none: "
+                "name one with --select-scorer MODEL (e.g. gemma3-270m), or leave --select-scorer-share at 1."
+            )
         return
     problems = []
     if args.init != "select":
@@ -59,7 +66,7 @@ def check_scorer(args) -> None:
 def scorer_args(args):
     """The run's config as the scorer's set-up reads it: the same pool, checkpoints and distance,
     without the generator-only parts (its shortlist and the scorer itself)."""
-    return dataclasses.replace(args, select_scorer="", select_margin_keep=0)
+    return dataclasses.replace(args, select_scorer="", select_scorer_share=1.0, select_margin_keep=0)
 
 
 def text_scorer(
