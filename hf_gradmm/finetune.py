@@ -23,7 +23,7 @@ from typing import Literal
 import evaluate
 import torch
 from datasets import Dataset
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from hf_gradmm.arguments import check_choices, check_number
 from hf_gradmm.tasks import TaskSpec, label_token_ids
@@ -203,8 +203,10 @@ def finetune(
     GPU (the Trainer's device otherwise). ``report_to``: the Trainer's reporting integrations
     (``TrainingArguments.report_to``), logging every step and each dev evaluation, with
     ``report_dir`` as the Trainer's output folder (TensorBoard writes under ``report_dir/runs``).
-    The input model is not changed.
+    The input model is not changed. ``seed`` fixes the whole run, the LoRA adapters' initial
+    values included, whatever ran before in the process.
     """
+    set_seed(seed)  # the adapters are drawn before the Trainer seeds: without this, the draw is the process's
     model, lr = _trainable_copy(model, config)
     words = label_token_ids(task, tokenizer)
     train = _encode(tokenizer, task, texts, labels, config.max_length)
