@@ -59,19 +59,6 @@ def test_target_from_two_shards_equals_one_process(tiny_dir, matched, tmp_path):
         assert float((sharded - one).norm() / one.norm()) <= 1e-5
 
 
-def test_two_processes_make_the_same_texts_and_resume_per_shard(tiny_dir, tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    _synthesize("--model", tiny_dir, *TINY, "--output-dir", str(one))
-    _synthesize("--model", tiny_dir, *TINY, "--output-dir", str(two), "--num-processes", "2")
-    assert load_from_disk(str(two))["text"] == load_from_disk(str(one))["text"]
-    # Process 1 made rounds 1 and 3; lose round 3 (as if it died during it) and resume with 2 processes.
-    kept = {p.name: p.stat().st_mtime_ns for p in (two / "rounds").glob("round_*.json") if p.name != "round_0003.json"}
-    (two / "rounds" / "round_0003.json").unlink()
-    _synthesize("--model", tiny_dir, *TINY, "--output-dir", str(two), "--num-processes", "2", "--resume")
-    assert {p.name: p.stat().st_mtime_ns for p in (two / "rounds").glob("round_*.json") if p.name in kept} == kept
-    assert load_from_disk(str(two))["text"] == load_from_disk(str(one))["text"]
-
-
 def _worker(launcher: int, rank: int):
     """The worker process of ``rank`` under the launch started as ``launcher`` (pid), or None."""
     import psutil

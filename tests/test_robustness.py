@@ -272,16 +272,17 @@ def test_a_build_left_with_no_text_is_refused_even_with_allow_empty_classes(tmp_
 
 # ---------------------------------------------------------------- killed at random moments
 @pytest.mark.slow
-def test_killed_at_ten_random_moments_and_resumed_each_time_gives_the_uninterrupted_texts(
+def test_killed_at_five_random_moments_and_resumed_each_time_gives_the_uninterrupted_texts(
     tiny_dir, finished_run, tmp_path
 ):
-    """SIGKILL at 10 seeded random moments across the rounds, a resume after each: no round file is
-    ever half-written, and the final texts equal the uninterrupted run's."""
+    """SIGKILL at 5 seeded random moments across the rounds, a resume after each: no round file is
+    ever half-written, and the final texts equal the uninterrupted run's. (Each kill costs a fresh
+    process start, ~10 s on 2 cores; ten kills doubled the suite's longest test for no new path.)"""
     out, rng = tmp_path / "run", random.Random(18)
     cmd = _cmd(tiny_dir, out, per_class=3)
     kills = 0
     log = out / rundir.LOG_HISTORY
-    while kills < 10:
+    while kills < 5:
         seen = log.stat().st_size if log.exists() else 0
         proc = subprocess.Popen(
             cmd + (["--resume"] if kills else []), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -296,7 +297,7 @@ def test_killed_at_ten_random_moments_and_resumed_each_time_gives_the_uninterrup
         kills += 1
         for path in (out / rundir.ROUNDS_DIR).glob("round_*.json"):
             json.loads(path.read_text())  # whole, every time
-    assert kills >= 8, kills  # the kills landed inside the run, not after it
+    assert kills >= 4, kills  # the kills landed inside the run, not after it
     done = subprocess.run([*cmd, "--resume"], env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert _texts(out) == _texts(finished_run)
