@@ -84,7 +84,9 @@ def test_the_exported_train_csv_trains_a_sequence_classifier_with_a_plain_traine
 
     result, _ = real_synthesis
     model, tok = smollm2
-    config = BuilderConfig(label_filter="off", min_words=1, max_repeat=100, near_duplicate_threshold=1.0)
+    config = BuilderConfig(
+        label_filter="off", min_words=1, max_repeat=100, near_duplicate_threshold=1.0, real_nll_examples=16
+    )
     builder = SyntheticDatasetBuilder(result, config, model=model, processing_class=tok)
     builder.build()
     folder = builder.save(str(tmp_path / "ds"))

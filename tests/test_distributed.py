@@ -33,6 +33,30 @@ def _synthesize(*args: str) -> subprocess.CompletedProcess:
     return _run([sys.executable, "-m", "hf_gradmm.cli", "synthesize", *args])
 
 
+@pytest.fixture
+def background():
+    """Starts ``hf-gradmm synthesize`` in the background (one thread) for a run the test needs only
+    at its end; whatever is still running when the test ends (a failure) is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "hf_gradmm.cli", "synthesize", *args]
+        env = {**os.environ, **ONE_THREAD}
+        started.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tiny_llama, smollm2_tokenizer, tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("tiny_model")
@@ -72,13 +96,13 @@ def _worker(launcher: int, rank: int):
     return None
 
 
-def test_a_killed_process_loses_only_its_unfinished_round(tiny_dir, tmp_path):
+def test_a_killed_process_loses_only_its_unfinished_round(tiny_dir, background, tmp_path):
     """SIGKILL process 1 in the middle of its second round: every round finished before the kill
     stays on disk as written, and a --resume makes the missing rounds only, with the 1-process texts."""
     slower = [*TINY, "--per-class", "8", "--outer-steps", "3", "--inner-steps", "20", "--refine-steps", "20"]
     args = ["--model", tiny_dir, *slower]
     one, two = tmp_path / "one", tmp_path / "two"
-    _synthesize(*args, "--output-dir", str(one))
+    reference = background(*args, "--output-dir", str(one))  # the 1-process texts, made beside the kill
     command = [sys.executable, "-m", "hf_gradmm.cli", "synthesize", *args, "--output-dir", str(two)]
     run = subprocess.Popen(
         [*command, "--num-processes", "2"],
@@ -108,15 +132,17 @@ def test_a_killed_process_loses_only_its_unfinished_round(tiny_dir, tmp_path):
     after = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in (two / "rounds").glob("round_*.json")}
     assert {name: after[name] for name in finished} == finished  # kept as they were, not redone
     assert len(after) == 8
+    _finish(reference)
     assert load_from_disk(str(two))["text"] == load_from_disk(str(one))["text"]
 
 
 @pytest.mark.slow
-def test_real_model_two_processes_same_texts(tmp_path):
+def test_real_model_two_processes_same_texts(background, tmp_path):
     args = ["--model", "smollm2-135m", "--task", "rotten_tomatoes", "--per-class", "2", "--texts-per-round", "2"]
     args += ["--init", "lm", "--outer-steps", "1", "--inner-steps", "2", "--refine-steps", "2"]
     args += ["--projection-beams", "2"]
     args += ["--target-examples", "16", "--heldout-examples", "2", "--disable-tqdm"]
-    _synthesize(*args, "--output-dir", str(tmp_path / "one"))
+    reference = background(*args, "--output-dir", str(tmp_path / "one"))  # both runs at once: 3 threads, 2 cores
     _synthesize(*args, "--output-dir", str(tmp_path / "two"), "--num-processes", "2")
+    _finish(reference)
     assert load_from_disk(str(tmp_path / "two"))["text"] == load_from_disk(str(tmp_path / "one"))["text"]

@@ -96,6 +96,7 @@ def test_cli_push_of_a_real_synthesis_output(hub, real_synthesis, tmp_path):
 
     result, _ = real_synthesis
     cmd = [sys.executable, "-m", "hf_gradmm.cli", "push", result.output_dir, "--repo-id", "someone/rt-gradmm"]
+    cmd += ["--real-nll-examples", "16"]  # the card's reference perplexity from 16 real texts, not 200
     run = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     built = load_from_disk(os.path.join(result.output_dir, "dataset", "data"))["train"]

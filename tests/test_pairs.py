@@ -330,7 +330,7 @@ def test_pair_task_synthesized_built_pushed_and_evaluated_on_smollm2(smollm2, pa
     assert set(result.metrics["calibration"]) == {"different", "same"}
 
     builder = SyntheticDatasetBuilder(
-        result.output_dir, BuilderConfig(label_filter="off"), model=model, processing_class=tok
+        result.output_dir, BuilderConfig(label_filter="off", real_nll_examples=16), model=model, processing_class=tok
     )
     folder = builder.save()
     train = builder.dataset["train"]
