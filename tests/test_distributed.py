@@ -29,8 +29,12 @@ def _run(args: list[str], env: dict | None = None) -> subprocess.CompletedProces
     return proc
 
 
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hf_gradmm.cli", "synthesize", *args]
+
+
 def _synthesize(*args: str) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "hf_gradmm.cli", "synthesize", *args])
+    return _run(_command(*args))
 
 
 @pytest.fixture
@@ -40,10 +44,10 @@ def background():
     started: list[subprocess.Popen] = []
 
     def start(*args: str) -> subprocess.Popen:
-        command = [sys.executable, "-m", "hf_gradmm.cli", "synthesize", *args]
         env = {**os.environ, **ONE_THREAD}
-        started.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env))
-        return started[-1]
+        proc = subprocess.Popen(_command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        started.append(proc)
+        return proc
 
     yield start
     for proc in started:
@@ -103,9 +107,8 @@ def test_a_killed_process_loses_only_its_unfinished_round(tiny_dir, background, 
     args = ["--model", tiny_dir, *slower]
     one, two = tmp_path / "one", tmp_path / "two"
     reference = background(*args, "--output-dir", str(one))  # the 1-process texts, made beside the kill
-    command = [sys.executable, "-m", "hf_gradmm.cli", "synthesize", *args, "--output-dir", str(two)]
     run = subprocess.Popen(
-        [*command, "--num-processes", "2"],
+        _command(*args, "--output-dir", str(two), "--num-processes", "2"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
