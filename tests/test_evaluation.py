@@ -328,3 +328,33 @@ def test_a_merge_of_files_without_the_real_texts_nll_still_writes_its_table(rott
     merged = run_evaluation(task, args, FinetuneConfig())
     assert merged["summary"]["herding"]["smollm2-135m"]["sets"] == 3
     assert "NLL of real test texts under the generator: not measured." in (tmp_path / "m.md").read_text()
+
+
+def test_a_merge_renames_one_configurations_pools_into_one_row(rotten_tomatoes, tmp_path):
+    """--rename pools the default's seed-44 and seed-45 syntheses (each evaluated under its own
+    name) into one row of six sets; a malformed pair, a name given twice, a name no file has and
+    --rename without --merge are refused before anything is written."""
+    _, task = rotten_tomatoes
+    results = Path(__file__).parents[1] / "docs/results"
+    files = [results / f"rotten_tomatoes_trajectory_shortlist_pool{pool}.json" for pool in (44, 45)]
+    pieces = ",".join(map(str, files))
+    renames = "select_margin100_traj44_pool44=default, select_margin100_traj44_pool45=default"
+    args = EvaluateArguments(merge=pieces, rename=renames, reference="none", output=str(tmp_path / "m.json"))
+    merged = run_evaluation(task, args, FinetuneConfig())
+    row = merged["summary"]["default"]["smollm2-135m"]
+    means = [next(iter(json.loads(f.read_text())["summary"].values()))["smollm2-135m"]["mean"] for f in files]
+    assert (row["sets"], row["n"]) == (6, 18) and row["mean"] == pytest.approx(sum(means) / 2)
+    assert list(merged["summary"]) == ["default"] and "default" in merged["readability"]
+    assert merged["renamed"] == {f"select_margin100_traj44_pool{p}": "default" for p in (44, 45)}
+    bad = {
+        "select_margin100_traj44_pool44": "is not OLD=NEW",
+        "a=b,a=c": "twice",
+        "select_margin100_traj44_pool46=default": r"no merged file has.*select_margin100_traj44_pool44",
+    }
+    for rename, says in bad.items():
+        refused = EvaluateArguments(merge=pieces, rename=rename, output=str(tmp_path / "x.json"))
+        with pytest.raises(ValueError, match=says):
+            run_evaluation(task, refused, FinetuneConfig())
+    with pytest.raises(ValueError, match="add --merge"):
+        run_evaluation(task, EvaluateArguments(rename=renames, output=str(tmp_path / "x.json")), FinetuneConfig())
+    assert not (tmp_path / "x.json").exists()

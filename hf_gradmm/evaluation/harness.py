@@ -109,6 +109,14 @@ class EvaluateArguments:
             "table with paired intervals, instead of running anything: an evaluation run in pieces."
         },
     )
+    rename: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --merge: OLD=NEW pairs, comma-separated; the runs of method OLD count as method NEW, e.g. "
+            "one configuration's syntheses on several real pools, each evaluated under its own name, pooled into "
+            "one row (joint_pool44=joint,joint_pool45=joint). The merged file records the renames. Default: none."
+        },
+    )
     output: str = field(
         default="results.json",
         metadata={"help": "Results JSON; .md table and .png figure beside, training sets in <stem>_training/."},
@@ -299,6 +307,8 @@ def run_evaluation(task: TaskSpec, args: EvaluateArguments, recipe: FinetuneConf
 
     ``models`` maps names to already loaded ``(model, tokenizer)`` pairs (the rest are loaded).
     """
+    if args.rename and not args.merge:
+        raise ValueError("--rename renames methods of the files a --merge joins: add --merge A.json,B.json or drop it.")
     if args.merge:
         return merge_results([Path(p.strip()) for p in args.merge.split(",") if p.strip()], args, task, models)
     rows, synthetic = _method_rows(args)
@@ -422,7 +432,8 @@ def merge_results(
     ``--judge`` the readability of every method is measured again from its saved training sets,
     under the results' generator and the judge (``task``: the results' task, to read them;
     ``models``: already loaded ``(model, tokenizer)`` pairs by name, as for :func:`run_evaluation`)."""
-    parts = read_results(paths)
+    renames = parse_renames(args.rename)
+    parts = rename_methods(read_results(paths), renames)
     runs = [run for part in parts for run in part["runs"]]
     seen, sets, draws = {}, {}, {}
     for n, part in enumerate(parts):  # a set is its training file: sets of one method from two files get new numbers
@@ -445,6 +456,7 @@ def merge_results(
     results = {
         **{k: v for k, v in parts[0].items() if k not in ("runs", "summary", "paired", "readability")},
         "merged_from": [str(p) for p in paths],
+        **({"renamed": renames} if renames else {}),
         "judge": args.judge or parts[0].get("judge"),
         "training_nll_under_generator": {m: r for p in parts for m, r in p["training_nll_under_generator"].items()},
         "readability": readability,
@@ -454,6 +466,42 @@ def merge_results(
     }
     write_outputs(results, Path(args.output))
     return results
+
+
+def parse_renames(text: str | None) -> dict[str, str]:
+    """``--rename OLD=NEW,...`` as {OLD: NEW}, refusing a malformed pair or one OLD named twice."""
+    renames: dict[str, str] = {}
+    for item in (i.strip() for i in (text or "").split(",") if i.strip()):
+        old, sep, new = (x.strip() for x in item.partition("="))
+        if not (sep and old and new):
+            raise ValueError(
+                f"--rename {item!r} is not OLD=NEW: give a method's name in the merged files, '=', and the "
+                "row to count its runs in (e.g. joint_pool45=joint)."
+            )
+        if old in renames:
+            raise ValueError(f"--rename names {old!r} twice ({renames[old]!r}, {new!r}): keep one.")
+        renames[old] = new
+    return renames
+
+
+def rename_methods(parts: list[dict], renames: dict[str, str]) -> list[dict]:
+    """Each results file with its methods renamed (runs, readability, NLL tables), refusing a name no
+    file has: a misspelt one would silently leave two rows where one was asked for."""
+    if not renames:
+        return parts
+    found = {run["method"] for part in parts for run in part["runs"]}
+    unknown = sorted(set(renames) - found)
+    if unknown:
+        raise ValueError(f"--rename names method(s) {unknown} that no merged file has; they have {sorted(found)}.")
+    for part in parts:
+        for run in part["runs"]:
+            run["method"] = renames.get(run["method"], run["method"])
+        for key in ("readability", "training_nll_under_generator"):
+            table: dict = {}
+            for method, figures in (part.get(key) or {}).items():  # two names made one: the first keeps its figures
+                table.setdefault(renames.get(method, method), figures)
+            part[key] = table
+    return parts
 
 
 def _check_new_draw(run: dict, part: dict, path: Path, draws: dict) -> None:
