@@ -201,6 +201,7 @@ def test_harness_touches_the_test_split_once_per_run(
         again = judged["readability"][method]
         assert again["nll_judge"] == pytest.approx(entry["nll_judge"], rel=1e-4), method
         assert again["label_filter_keep"] == entry["label_filter_keep"] and again["distinct_2"] == entry["distinct_2"]
+    assert judged["training_nll_under_generator"] == {m: r["nll_generator"] for m, r in judged["readability"].items()}
     # judged results merged with an unjudged evaluation of another method: its judge cell is "-", the rest kept
     unjudged = {m: {k: v for k, v in r.items() if k != "nll_judge"} for m, r in whole["readability"].items()}
     other = [{**r, "method": "other"} for r in whole["runs"] if r["method"] == "llm"]
@@ -332,8 +333,9 @@ def test_a_merge_of_files_without_the_real_texts_nll_still_writes_its_table(rott
 
 def test_a_merge_renames_one_configurations_pools_into_one_row(rotten_tomatoes, tmp_path):
     """--rename pools the default's seed-44 and seed-45 syntheses (each evaluated under its own
-    name) into one row of six sets; a malformed pair, a name given twice, a name no file has and
-    --rename without --merge are refused before anything is written."""
+    name) into one row of six sets, its NLL and readability from the first file; a malformed pair,
+    a name given twice, a name no file has and --rename without --merge are refused before anything
+    is written."""
     _, task = rotten_tomatoes
     results = Path(__file__).parents[1] / "docs/results"
     files = [results / f"rotten_tomatoes_trajectory_shortlist_pool{pool}.json" for pool in (44, 45)]
@@ -346,6 +348,10 @@ def test_a_merge_renames_one_configurations_pools_into_one_row(rotten_tomatoes, 
     assert (row["sets"], row["n"]) == (6, 18) and row["mean"] == pytest.approx(sum(means) / 2)
     assert list(merged["summary"]) == ["default"] and "default" in merged["readability"]
     assert merged["renamed"] == {f"select_margin100_traj44_pool{p}": "default" for p in (44, 45)}
+    first = json.loads(files[0].read_text())["training_nll_under_generator"]["select_margin100_traj44_pool44"]
+    # the pooled row's NLL and readability both come from the first file, so they describe the same texts
+    nll = merged["training_nll_under_generator"]["default"]
+    assert nll == merged["readability"]["default"]["nll_generator"] == first
     bad = {
         "select_margin100_traj44_pool44": "is not OLD=NEW",
         "a=b,a=c": "twice",

@@ -449,16 +449,19 @@ def merge_results(
                     "the same run twice; merge each run once."
                 )
             seen[key] = run
-    # a method in several files (the real test texts) keeps the first file's figures, judged as its judge says
-    readability = {m: r for part in reversed(parts) for m, r in (part.get("readability") or {}).items()}
+    # a method in several files (the real test texts, or one row pooled by --rename) keeps the first
+    # file's figures in both tables, so its NLL and its readability describe the same texts
+    readability = _first_file_wins(parts, "readability")
+    nll = _first_file_wins(parts, "training_nll_under_generator")
     if args.judge:
         readability = _remeasured_readability(parts[0], runs, task, args.judge, models or {})
+        nll.update({m: r["nll_generator"] for m, r in readability.items()})
     results = {
         **{k: v for k, v in parts[0].items() if k not in ("runs", "summary", "paired", "readability")},
         "merged_from": [str(p) for p in paths],
         **({"renamed": renames} if renames else {}),
         "judge": args.judge or parts[0].get("judge"),
-        "training_nll_under_generator": {m: r for p in parts for m, r in p["training_nll_under_generator"].items()},
+        "training_nll_under_generator": nll,
         "readability": readability,
         "summary": summarise(runs),
         "paired": compare(runs, args.reference, args.bootstrap),
@@ -502,6 +505,16 @@ def rename_methods(parts: list[dict], renames: dict[str, str]) -> list[dict]:
                 table.setdefault(renames.get(method, method), figures)
             part[key] = table
     return parts
+
+
+def _first_file_wins(parts: list[dict], key: str) -> dict:
+    """``key``'s table (method -> figures) over several results files, each method's figures from the
+    first file that has it."""
+    table: dict = {}
+    for part in parts:
+        for method, figures in (part.get(key) or {}).items():
+            table.setdefault(method, figures)
+    return table
 
 
 def _check_new_draw(run: dict, part: dict, path: Path, draws: dict) -> None:
