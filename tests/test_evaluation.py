@@ -352,6 +352,20 @@ def test_a_merge_renames_one_configurations_pools_into_one_row(rotten_tomatoes, 
     # the pooled row's NLL and readability both come from the first file, so they describe the same texts
     nll = merged["training_nll_under_generator"]["default"]
     assert nll == merged["readability"]["default"]["nll_generator"] == first
+    # two names of one file made one (its two tables list them in different orders): both tables
+    # keep the figures of the name whose runs come first
+    both = results / "rotten_tomatoes_trajectory_shortlist.json"
+    pooled = run_evaluation(
+        task,
+        EvaluateArguments(merge=str(both), rename="select_margin100_traj44_pool43=select_margin100_traj44",
+                          reference="none", output=str(tmp_path / "p.json")),
+        FinetuneConfig(),
+    )  # fmt: skip
+    whole = json.loads(both.read_text())
+    assert whole["runs"][0]["method"] == "select_margin100_traj44"
+    nll = pooled["training_nll_under_generator"]["select_margin100_traj44"]
+    expect = whole["training_nll_under_generator"]["select_margin100_traj44"]
+    assert nll == pooled["readability"]["select_margin100_traj44"]["nll_generator"] == expect
     bad = {
         "select_margin100_traj44_pool44": "is not OLD=NEW",
         "a=b,a=c": "twice",

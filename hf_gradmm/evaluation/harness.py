@@ -497,11 +497,16 @@ def rename_methods(parts: list[dict], renames: dict[str, str]) -> list[dict]:
     if unknown:
         raise ValueError(f"--rename names method(s) {unknown} that no merged file has; they have {sorted(found)}.")
     for part in parts:
-        for run in part["runs"]:
+        first_run: dict[str, int] = {}
+        for n, run in enumerate(part["runs"]):
+            first_run.setdefault(run["method"], n)
             run["method"] = renames.get(run["method"], run["method"])
+        # two names made one keep the figures of the name whose runs come first, in both tables
+        # (the tables' own key orders can differ, so they do not decide)
         for key in ("readability", "training_nll_under_generator"):
+            items = (part.get(key) or {}).items()
             table: dict = {}
-            for method, figures in (part.get(key) or {}).items():  # two names made one: the first keeps its figures
+            for method, figures in sorted(items, key=lambda item, at=first_run: at.get(item[0], len(at))):
                 table.setdefault(renames.get(method, method), figures)
             part[key] = table
     return parts
